@@ -1,0 +1,44 @@
+"""graftwork: transfer learning for NLP from one recipe.
+
+    import graftwork
+    result = graftwork.run("recipes/quickstart.yaml", ["train.epochs=2"])
+    model = graftwork.load(result.bundle)
+    model.predict(["a gripping, funny film"])
+"""
+
+from __future__ import annotations
+
+from .errors import BackboneError, BundleError, DataError, GraftError, RecipeError
+from .recipe import Recipe, load_recipe
+
+__version__ = "0.1.0"
+
+
+def run(recipe, overrides=None, resume: bool = False, overwrite: bool = False):
+    """Run a recipe (path, dict or Recipe): train, evaluate, bundle, report.
+
+    (Training alone is `graftwork.pipeline.train`; `graftwork.train` is the training package.)
+    """
+    from .pipeline import run as _run
+
+    return _run(recipe, overrides, resume=resume, overwrite=overwrite)
+
+
+def load(bundle, verify: bool = True, threads: int | None = None):
+    """Load a bundle for prediction and evaluation."""
+    from .predictor import load as _load
+
+    return _load(bundle, verify=verify, threads=threads)
+
+
+__all__ = [
+    "BackboneError",
+    "BundleError",
+    "DataError",
+    "GraftError",
+    "Recipe",
+    "RecipeError",
+    "load",
+    "load_recipe",
+    "run",
+]

@@ -1,0 +1,211 @@
+"""The `graft` command: thin verbs over the library (pipeline, predictor, bundle).
+
+Errors a user can fix (`GraftError`) are printed as one message without a traceback, exit 2.
+`--nproc N` re-launches the same command under `torch.distributed.run` (one process per
+share of each batch; gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import GraftError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="graftwork: adapt a pretrained transformer to your task from one recipe.",
+)
+out = Console()
+err = Console(stderr=True)
+
+OVERRIDES = typer.Argument(None, help="Recipe overrides as KEY=VALUE, e.g. train.epochs=2.")
+RESUME = typer.Option(False, "--resume", help="Continue from the run's last checkpoint.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Discard an unfinished run's checkpoint.")
+NPROC = typer.Option(1, "--nproc", min=1, help="Data-parallel processes (CPU: gloo; GPU: NCCL).")
+
+
+def _distributed_child() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _relaunch(nproc: int) -> None:
+    """Run this same command in `nproc` processes with torch.distributed.run, then exit."""
+    argv = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        argv.append(arg)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={nproc}", "-m", "graftwork.cli", *argv,
+    ]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def _results_table(result) -> None:
+    table = Table(title=f"{result.recipe.name}: results")
+    table.add_column("split")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for split in ("eval", "test"):
+        for key, value in result.metrics.get(split, {}).items():
+            if isinstance(value, float):
+                table.add_row(split, key, f"{value:.4f}")
+    train = result.metrics.get("train", {})
+    params = result.metrics.get("parameters", {})
+    table.add_row("train", "examples/s", f"{train.get('examples_per_second', 0):.1f}")
+    table.add_row("train", "seconds", f"{train.get('seconds', 0):.0f}")
+    table.add_row(
+        "model", "trainable params", f"{params.get('trainable', 0):,} ({params.get('trainable_pct', 0):.2f}%)"
+    )
+    out.print(table)
+    out.print(f"bundle: {result.bundle}\nreport: {result.run_dir / 'report.html'}")
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    overrides: list[str] = OVERRIDES,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    nproc: int = NPROC,
+):
+    """Run a whole recipe: train, evaluate, write the bundle and report.html."""
+    from . import pipeline
+
+    if nproc > 1 and not _distributed_child():
+        _relaunch(nproc)
+    result = pipeline.run(recipe, overrides or [], resume=resume, overwrite=overwrite)
+    if result.metrics:
+        _results_table(result)
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    overrides: list[str] = OVERRIDES,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    nproc: int = NPROC,
+):
+    """Train and evaluate; write the bundle and metrics.json (no report)."""
+    from . import pipeline
+
+    if nproc > 1 and not _distributed_child():
+        _relaunch(nproc)
+    result = pipeline.train(recipe, overrides or [], resume=resume, overwrite=overwrite)
+    if result.metrics:
+        _results_table(result)
+
+
+@app.command("eval")
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A bundle folder (runs/NAME/bundle)."),
+    data: list[Path] = typer.Option(..., "--data", help="Labelled file(s); repeat for several."),
+    batch_size: int = typer.Option(64, min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+):
+    """Evaluate a bundle on labelled files (one row per file, e.g. one per language)."""
+    from .predictor import load
+
+    predictor = load(bundle)
+    results = {str(path): predictor.evaluate(path, batch_size=batch_size) for path in data}
+    if as_json:
+        out.print_json(json.dumps(results))
+        return
+    keys = [k for k in ("accuracy", "macro_f1", "f1", "precision", "recall") if k in next(iter(results.values()))]
+    table = Table(title=f"{bundle}")
+    table.add_column("data")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for path, metrics in results.items():
+        table.add_row(path, *[f"{metrics[k]:.4f}" for k in keys])
+    out.print(table)
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    texts: list[str] = typer.Argument(None, help="Texts to label."),
+    input: Path = typer.Option(None, "--input", help="File: one text a line, or JSON lines with 'text'."),
+    top_k: int = typer.Option(1, min=1, help="Classification: also list the k best labels."),
+    batch_size: int = typer.Option(64, min=1),
+):
+    """Predict labels (or entities) for texts; one JSON line per input on stdout."""
+    from .predictor import load
+
+    items = list(texts or [])
+    if input is not None:
+        items += _read_inputs(input)
+    if not items:
+        raise GraftError("nothing to predict: give texts as arguments or --input FILE")
+    predictor = load(bundle)
+    for text, answer in zip(items, predictor.predict(items, top_k=top_k, batch_size=batch_size), strict=True):
+        sys.stdout.write(json.dumps({"text": text, **answer}, ensure_ascii=False) + "\n")
+
+
+def _read_inputs(path: Path) -> list[str]:
+    if not path.is_file():
+        raise GraftError(f"--input {path} does not exist")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix in (".jsonl", ".json"):
+            try:
+                text = json.loads(line).get("text")
+            except (json.JSONDecodeError, AttributeError):
+                text = None
+            if not isinstance(text, str):
+                raise GraftError(f"{path}, line {number}: expected a JSON object with a 'text' string")
+            items.append(text)
+        else:
+            items.append(line)
+    return items
+
+
+@app.command()
+def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
+    """Show what a bundle holds: task, labels, method, metrics, files."""
+    from .bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    out.print(f"[bold]{manifest.get('name')}[/bold]  ({manifest.get('format')})")
+    for key in ("task", "method", "backbone", "created"):
+        out.print(f"{key}: {manifest.get(key)}")
+    out.print(f"labels: {', '.join(manifest.get('labels', []))}")
+    for split, metrics in manifest.get("metrics", {}).items():
+        shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+        out.print(f"{split}: {shown}")
+    out.print(f"files: {', '.join(manifest.get('files', {}))}")
+    out.print(f"versions: {manifest.get('versions')}")
+
+
+def main() -> None:
+    try:
+        app()
+    except GraftError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

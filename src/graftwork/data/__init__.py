@@ -1,0 +1,1 @@
+"""Data: readers (files → examples), encode (examples → token ids), batching (ids → tensors)."""

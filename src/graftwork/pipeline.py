@@ -1,0 +1,237 @@
+"""A run, stage by stage: read → encode → build → train → evaluate → bundle → report.
+
+`train()` is what `graft train` does (up to the bundle and metrics.json); `run()` adds the
+report and a results table (and, in later stages, compression and export). The CLI, the
+Python API and the tests all come through here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import backbones
+from .bundle import write_bundle
+from .data.encode import label_ids
+from .data.readers import ReadResult, read_examples
+from .errors import GraftError
+from .infer import evaluate_examples
+from .methods import METHODS, count_parameters
+from .recipe import Recipe, load_recipe
+from .tasks import TASKS
+from .train import checkpoint
+from .train.loop import fit, make_accelerator
+
+log = logging.getLogger("graftwork")
+
+# recipe parts a checkpoint must agree with before resuming from it
+FINGERPRINT = ("backbone", "task", "data", "method")
+FINGERPRINT_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_accum", "seed")
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    run_dir: Path
+    bundle: Path
+    metrics: dict = field(default_factory=dict)
+
+
+def setup_logging(run_dir: Path | None, main: bool = True) -> None:
+    logger = logging.getLogger("graftwork")
+    logger.setLevel(logging.DEBUG)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = False
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if main else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if run_dir is not None and main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' load reports and hub progress bars out of the user's output."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | None:
+    path = recipe.data_path(split)
+    if path is None:
+        if require:
+            raise GraftError(f"recipe {recipe.name}: data.{split} is required; give a file path")
+        return None
+    result = read_examples(path, recipe.task, recipe.data)
+    if result.skipped:
+        log.warning("%s: skipped %d bad row(s); first: %s", path, len(result.skipped), result.skipped[0])
+    return result
+
+
+def _subsample(examples: list[dict], n: int | None, seed: int) -> list[dict]:
+    if n is None or n >= len(examples):
+        return examples
+    generator = torch.Generator().manual_seed(seed)
+    keep = sorted(torch.randperm(len(examples), generator=generator)[:n].tolist())
+    return [examples[i] for i in keep]
+
+
+def fingerprint(recipe: Recipe) -> dict:
+    dumped = recipe.model_dump(mode="json")
+    out = {k: dumped[k] for k in FINGERPRINT}
+    out["train"] = {k: dumped["train"][k] for k in FINGERPRINT_TRAIN}
+    return out
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, main: bool) -> None:
+    if not main or resume:
+        return
+    leftover = checkpoint.latest(run_dir)
+    if leftover is not None and not overwrite:
+        raise GraftError(
+            f"{run_dir} holds a checkpoint of an unfinished run ({leftover.name}). Pass --resume "
+            "to continue it, or --overwrite to start again (the checkpoint is then deleted)."
+        )
+    checkpoint.remove_all(run_dir)
+
+
+def train(
+    recipe: Recipe | str | Path | dict,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Train the recipe's model, evaluate it, and write the bundle and metrics.json."""
+    recipe = load_recipe(recipe, overrides)
+    cfg = recipe.train
+    accelerator = make_accelerator(cfg)
+    main = accelerator.is_main_process
+    run_dir = recipe.run_dir
+    setup_logging(run_dir, main)
+    _prepare_run_dir(run_dir, resume, overwrite, main)
+    accelerator.wait_for_everyone()
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cfg.threads or max(1, cores // accelerator.num_processes))
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+
+    task = TASKS[recipe.task.type]
+    folder = backbones.resolve(recipe.backbone)
+    tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
+    train_data = _read(recipe, "train", require=True)
+    eval_sets = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
+    train_examples = _subsample(train_data.examples, recipe.data.max_train_examples, cfg.seed)
+    labels = task.label_set(train_examples)
+    label2id = {label: i for i, label in enumerate(labels)}
+    features, targets = task.encode(
+        tokenizer, train_examples, label2id, recipe.data.max_length, train_data.path
+    )
+    for result in eval_sets.values():  # fail on unseen labels now, not after training
+        label_ids(result.examples, task.LABEL_KEY, label2id, result.path)
+    log.info(
+        "%s: %d training examples (%d labels) from %s; backbone %s; method %s",
+        recipe.name, len(features), len(labels), train_data.path, recipe.backbone.name,
+        recipe.method.type,
+    )
+
+    torch.manual_seed(cfg.seed)
+    model = backbones.load_model(folder, recipe.backbone, task.model_class(), labels, tokenizer)
+    method = METHODS[recipe.method.type]
+    model = method.apply(model, recipe.method)
+    params = count_parameters(model)
+    log.info(
+        "trainable parameters: %s of %s (%.2f%%)",
+        f"{params['trainable']:,}", f"{params['total']:,}", params["trainable_pct"],
+    )
+    torch.manual_seed(cfg.seed)
+    prepared, state, rate = fit(
+        model, features, targets, cfg, accelerator, run_dir, tokenizer.pad_token_id,
+        fingerprint(recipe), resume=resume,
+    )
+    train_seconds = time.perf_counter() - started
+    model = accelerator.unwrap_model(prepared)
+    accelerator.wait_for_everyone()
+    bundle_dir = run_dir / "bundle"
+    metrics: dict = {}
+    if main:
+        for split, result in eval_sets.items():
+            metrics[split] = evaluate_examples(
+                model, tokenizer, task, result.examples, dict(enumerate(labels)),
+                recipe.data.max_length, cfg.eval_batch_size, result.path,
+            )
+            log.info("%s: %s", split, _headline(metrics[split]))
+        metrics["train"] = {
+            "examples": len(features),
+            "steps": state.step,
+            "epochs": cfg.epochs,
+            "examples_per_second": rate,
+            "seconds": train_seconds,
+            "loss_history": state.loss_history,
+            "skipped_rows": {
+                s: len(r.skipped) for s, r in {"train": train_data, **eval_sets}.items()
+            },
+            "processes": accelerator.num_processes,
+        }
+        metrics["parameters"] = params
+        manifest = {
+            "name": recipe.name,
+            "task": recipe.task.type,
+            "labels": labels,
+            "method": recipe.method.type,
+            "backbone": recipe.backbone.name,
+            "recipe": recipe.model_dump(mode="json"),
+            "metrics": {k: v for k, v in metrics.items() if k != "train"},
+        }
+
+        def write(tmp: Path) -> None:
+            final = method.finish(model, tmp)
+            final.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+
+        write_bundle(bundle_dir, write, manifest)
+        _write_json(run_dir / "metrics.json", metrics)
+        checkpoint.remove_all(run_dir)
+        log.info("bundle: %s", bundle_dir)
+    accelerator.wait_for_everyone()
+    return RunResult(recipe, run_dir, bundle_dir, metrics)
+
+
+def run(
+    recipe: Recipe | str | Path | dict,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """The whole recipe: train, evaluate, bundle, then the report."""
+    from .report import write_report
+
+    result = train(recipe, overrides, resume=resume, overwrite=overwrite)
+    if result.metrics:  # main process only
+        write_report(result)
+    return result
+
+
+def _headline(metrics: dict) -> str:
+    keys = ("accuracy", "macro_f1", "f1", "precision", "recall")
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,255 @@
+"""The recipe: one validated YAML document that drives a whole run.
+
+Loading goes YAML → plain dict → dotted command-line overrides → pydantic models. Unknown keys
+are errors that name the key and suggest the closest valid one. Method-specific sections
+(`method: {type: lora, ...}`) are validated by the method's own config model, which lives in
+`graftwork.methods`; this module only holds the sections every run shares.
+
+Relative data paths are resolved against the recipe file's folder first, then the current
+directory; `${GRAFT_DATA}` (default: the `shared/data` folder beside the project) may be used in
+paths so recipes work wherever the data lies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import RecipeError
+from .methods import METHOD_CONFIGS, MethodConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class BackboneConfig(_Section):
+    name: str = Field("minilm-l6", description="Short name, local folder, or hub id.")
+    allow_pickle: bool = Field(False, description="Also load .bin/.pt weights (runs pickle).")
+    trust_remote_code: bool = Field(False, description="Run modelling code shipped with weights.")
+    revision: str | None = Field(None, description="Hub revision, when loading by hub id.")
+
+
+class TaskConfig(_Section):
+    type: Literal["classification", "ner"] = "classification"
+    text: str = Field("sentence", description="Column (name or 0-based index) with the text.")
+    text_pair: str | None = Field(None, description="Second text column, for pair tasks.")
+    label: str = Field("label", description="Column with the label.")
+
+
+class DataConfig(_Section):
+    train: str | None = None
+    eval: str | None = None
+    test: str | None = None
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll"] = "auto"
+    header: bool = Field(True, description="TSV/CSV: the first row names the columns.")
+    token_column: int = Field(0, description="CoNLL: column of the token.")
+    tag_column: int = Field(-1, description="CoNLL: column of the tag (-1 = last).")
+    max_length: int = Field(128, ge=8, le=8192)
+    max_train_examples: int | None = Field(
+        None, ge=1, description="Train on a seeded random sample of this many examples."
+    )
+    on_bad_rows: Literal["error", "skip"] = "error"
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.06, ge=0, lt=1, description="Fraction of steps to warm up.")
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = 13
+    group_by_length: bool = True
+    checkpoint_every: int = Field(0, ge=0, description="Optimizer steps; 0 = only per epoch.")
+    log_every: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+
+
+class Recipe(_Section):
+    name: str = "run"
+    backbone: BackboneConfig = BackboneConfig()
+    task: TaskConfig = TaskConfig()
+    data: DataConfig = DataConfig()
+    method: MethodConfig = Field(default_factory=lambda: {"type": "full"})
+    train: TrainConfig = TrainConfig()
+    output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
+    source: Annotated[str | None, Field(exclude=True)] = None
+
+    @field_validator("backbone", mode="before")
+    @classmethod
+    def _backbone_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def data_path(self, split: str) -> Path | None:
+        """Resolve a data path from the recipe: env vars, then recipe folder, then cwd."""
+        raw = getattr(self.data, split)
+        if raw is None:
+            return None
+        expanded = os.path.expanduser(os.path.expandvars(raw.replace("${GRAFT_DATA}", data_root())))
+        path = Path(expanded)
+        if not path.is_absolute() and self.source:
+            beside = Path(self.source).parent / path
+            if beside.exists():
+                return beside
+        return path
+
+
+def data_root() -> str:
+    """Where the shared real data lies: $GRAFT_DATA, else ../shared/data beside the project."""
+    env = os.environ.get("GRAFT_DATA")
+    if env:
+        return env
+    candidates = [
+        Path.cwd().parent / "shared" / "data",
+        Path(__file__).resolve().parents[3] / "shared" / "data",  # editable install
+    ]
+    found = next((c for c in candidates if c.is_dir()), candidates[0])
+    return str(found)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`train.epochs=2 method.type=lora` → nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(
+                f"override {item!r} is not KEY=VALUE; write for example train.epochs=2"
+            )
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {item!r} conflicts with an earlier override of {part}")
+        node[parts[-1]] = _scalar(raw)
+    return out
+
+
+def _scalar(raw: str) -> Any:
+    """A YAML scalar, with 5e-4 read as a number (YAML 1.1 would keep it a string)."""
+    if raw == "":
+        return ""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value):
+        return float(value)
+    return value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        elif isinstance(merged.get(key), str) and isinstance(value, dict) and key in (
+            "backbone",
+            "method",
+        ):
+            short = "name" if key == "backbone" else "type"
+            merged[key] = _merge({short: merged[key]}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# names users bring from transformers / peft, mapped to ours (for "did you mean")
+ALIASES = {
+    "rank": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target_modules": "target",
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "warmup_ratio": "warmup",
+    "model": "backbone",
+}
+
+
+def _owner(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model that owns recipe location `loc` (for suggesting valid keys)."""
+    if loc and loc[0] == "method":
+        return METHOD_CONFIGS.get(str(loc[1])) if len(loc) > 1 else None
+    current: type[BaseModel] = Recipe
+    for part in loc:
+        field = current.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        current = ann
+    return current
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = [f"invalid recipe {where}:"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"])
+        dotted = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "method"))
+        if e["type"] == "extra_forbidden":
+            owner = _owner(loc[:-1])
+            valid = sorted(owner.model_fields) if owner else []
+            valid = [v for v in valid if v != "source"]
+            alias = ALIASES.get(str(loc[-1]))
+            close = [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(
+                f"  - unknown key '{dotted}'.{hint} Valid keys here: {', '.join(valid)}."
+            )
+        else:
+            value = e.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            lines.append(f"  - {dotted}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_recipe(
+    source: str | Path | dict[str, Any] | Recipe, overrides: list[str] | None = None
+) -> Recipe:
+    """Load and validate a recipe from a YAML path, a dict, or a Recipe, applying overrides."""
+    if isinstance(source, Recipe):
+        if not overrides:
+            return source
+        source = source.model_dump() | {"source": source.source}
+    where = "(from a dict)"
+    path: Path | None = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist; pass the path to a .yaml recipe")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"recipe {path} must be a mapping of sections, not {type(data).__name__}")
+    else:
+        data = dict(source)
+    data = _merge(data, parse_overrides(overrides or []))
+    if path is not None:
+        data["source"] = str(path)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, where)) from None

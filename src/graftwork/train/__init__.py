@@ -1,0 +1,1 @@
+"""Training: the loop (loop.py), atomic checkpoints and exact resume (checkpoint.py), progress."""

@@ -1,0 +1,107 @@
+"""Checkpoints: atomic writes and exact resume.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the model weights (safetensors),
+the optimizer and scheduler states, each process's RNG state and the data position. It is
+written under a temporary name and renamed when complete, so a folder with the final name is
+always whole; a run killed mid-write leaves only a `.tmp-` folder, which the next write
+removes. Only the newest checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from ..errors import GraftError
+
+PREFIX = "step-"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; everything needed to rebuild the data order on resume."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    step: int = 0  # optimizer steps taken
+    examples: int = 0
+    loss_history: list[list[float]] = field(default_factory=list)  # [step, mean loss]
+    fingerprint: dict = field(default_factory=dict)  # recipe parts that must not change
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest(run_dir: Path) -> Path | None:
+    found = sorted(p for p in checkpoint_dir(run_dir).glob(PREFIX + "*") if p.is_dir())
+    return found[-1] if found else None
+
+
+def _rng_states() -> dict:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def save(run_dir: Path, accelerator, model, optimizer, scheduler, state: TrainState) -> Path:
+    """Write a checkpoint atomically (all processes call this; the main one writes the model)."""
+    root = checkpoint_dir(run_dir)
+    final = root / f"{PREFIX}{state.step:08d}"
+    tmp = root / f".tmp-{PREFIX}{state.step:08d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    torch.save(_rng_states(), tmp / f"rng-{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in root.glob(PREFIX + "*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load(path: Path, accelerator, model, optimizer, scheduler, fingerprint: dict) -> TrainState:
+    """Restore everything `save` wrote; refuse a checkpoint written by a different recipe."""
+    state = TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+    changed = sorted(
+        k for k in set(fingerprint) | set(state.fingerprint)
+        if fingerprint.get(k) != state.fingerprint.get(k)
+    )
+    if changed:
+        details = ", ".join(
+            f"{k}: {state.fingerprint.get(k)!r} → {fingerprint.get(k)!r}" for k in changed
+        )
+        raise GraftError(
+            f"cannot resume from {path}: the recipe changed since it was written ({details}). "
+            "Restore those values, or start again without --resume (add --overwrite)."
+        )
+    load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / f"rng-{accelerator.process_index}.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state
+
+
+def remove_all(run_dir: Path) -> None:
+    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)

@@ -1,0 +1,133 @@
+"""The training loop, readable top to bottom.
+
+AdamW with linear warm-up and decay, gradient accumulation and clipping, mixed precision and
+data parallelism through `accelerate`. Batches are length-grouped; in data-parallel runs each
+process takes an interleaved share of the same global batch, so N processes see exactly the
+examples one process would, and the averaged gradient is the one-process gradient.
+The epoch's batch order is a pure function of (seed, epoch), which is what makes resume exact.
+What it leaves out: evaluation and saving the result (see `pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from ..data.batching import collate, training_batches
+from ..recipe import TrainConfig
+from . import checkpoint
+from .checkpoint import TrainState
+from .progress import Progress
+
+log = logging.getLogger("graftwork")
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
+    if precision == "fp16" and not torch.cuda.is_available():
+        log.warning("precision fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
+        precision = "no"
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+        (no_decay if skip else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def total_steps(n_examples: int, cfg: TrainConfig) -> int:
+    batches = math.ceil(n_examples / cfg.batch_size)
+    return max(1, math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum)))
+
+
+def fit(
+    model,
+    features: list[dict],
+    labels: list,
+    cfg: TrainConfig,
+    accelerator,
+    run_dir: Path,
+    pad_id: int,
+    fingerprint: dict,
+    resume: bool = False,
+):
+    """Train `model` in place; returns (the prepared model, the final TrainState)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    lengths = [len(f["input_ids"]) for f in features]
+    steps = total_steps(len(features), cfg)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainState(fingerprint=fingerprint)
+    if resume:
+        found = checkpoint.latest(run_dir)
+        if found is None:
+            log.warning("--resume: no checkpoint in %s; starting from the beginning", run_dir)
+        else:
+            state = checkpoint.load(found, accelerator, model, optimizer, scheduler, fingerprint)
+            log.info("resumed from %s (step %d, epoch %d)", found.name, state.step, state.epoch + 1)
+
+    progress = Progress(
+        steps, state.step, state.examples, cfg.log_every, accelerator.is_main_process
+    )
+    model.train()
+    running, running_n = 0.0, 0
+    while state.step < steps:
+        batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+        if world > 1:  # every process needs a share of every batch
+            batches = [b for b in batches if len(b) >= world]
+        while state.batch_in_epoch < len(batches) and state.step < steps:
+            index = state.batch_in_epoch
+            global_batch = batches[index]
+            mine = global_batch[rank::world]
+            batch = collate([features[i] for i in mine], pad_id, [labels[i] for i in mine])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            boundary = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(batches)
+            with accelerator.no_sync(model) if not boundary else nullcontext():
+                with accelerator.autocast():
+                    loss = model(**batch).loss
+                accelerator.backward(loss / cfg.grad_accum)
+            running += loss.item()
+            running_n += 1
+            state.batch_in_epoch += 1
+            state.examples += len(global_batch)
+            if not boundary:
+                continue
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            mean_loss = None
+            if state.step % cfg.log_every == 0 or state.step == steps:
+                mean_loss = running / running_n
+                state.loss_history.append([state.step, mean_loss])
+                running, running_n = 0.0, 0
+            progress.update(state.step, state.examples, mean_loss)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, state)
+        if state.batch_in_epoch >= len(batches):
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if state.step < steps:
+                checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, state)
+    progress.close()
+    return model, state, progress.rate
