@@ -31,6 +31,8 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     examples: int = 0
     loss_history: list[list[float]] = field(default_factory=list)  # [step, mean loss]
+    running_loss: float = 0.0  # summed batch losses since the last logged point
+    running_batches: int = 0
     fingerprint: dict = field(default_factory=dict)  # recipe parts that must not change
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data.batching import collate, training_batches
+from ..data.encode import IGNORE
 from ..recipe import TrainConfig
 from . import checkpoint
 from .checkpoint import TrainState
@@ -48,6 +49,23 @@ def param_groups(model, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def labelled(labels: list) -> int:
+    """Items that count in the loss: examples, or labelled first pieces for token tasks."""
+    if labels and isinstance(labels[0], list):
+        return sum(1 for row in labels for label in row if label != IGNORE)
+    return len(labels)
+
+
+def summed_loss(model, batch: dict) -> torch.Tensor:
+    """Cross-entropy summed over labelled items (positions marked IGNORE do not count)."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+        ignore_index=IGNORE, reduction="sum",
+    )
 
 
 def total_steps(n_examples: int, cfg: TrainConfig) -> int:
@@ -88,7 +106,6 @@ def fit(
         steps, state.step, state.examples, cfg.log_every, accelerator.is_main_process
     )
     model.train()
-    running, running_n = 0.0, 0
     while state.step < steps:
         batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
         if world > 1:  # every process needs a share of every batch
@@ -100,12 +117,17 @@ def fit(
             batch = collate([features[i] for i in mine], pad_id, [labels[i] for i in mine])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             boundary = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(batches)
+            # normalise by the global batch's labelled items, so every process's share of the
+            # gradient adds up (DDP averages over processes) to the one-process gradient
+            share = max(1, labelled([labels[i] for i in global_batch])) / world
             with accelerator.no_sync(model) if not boundary else nullcontext():
                 with accelerator.autocast():
-                    loss = model(**batch).loss
+                    loss = summed_loss(model, batch) / share
                 accelerator.backward(loss / cfg.grad_accum)
-            running += loss.item()
-            running_n += 1
+            if world > 1:  # log the global batch's loss, not this process's share of it
+                loss = accelerator.reduce(loss.detach(), reduction="mean")
+            state.running_loss += loss.item()
+            state.running_batches += 1
             state.batch_in_epoch += 1
             state.examples += len(global_batch)
             if not boundary:
@@ -118,9 +140,9 @@ def fit(
             state.step += 1
             mean_loss = None
             if state.step % cfg.log_every == 0 or state.step == steps:
-                mean_loss = running / running_n
+                mean_loss = state.running_loss / state.running_batches
                 state.loss_history.append([state.step, mean_loss])
-                running, running_n = 0.0, 0
+                state.running_loss, state.running_batches = 0.0, 0
             progress.update(state.step, state.examples, mean_loss)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, state)
