@@ -48,7 +48,9 @@ def build_tiny_bert(folder: Path, dropout: float) -> Path:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials))
+    tok.train_from_iterator(
+        corpus, trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials)
+    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -115,7 +117,9 @@ def conll_small(tmp_path_factory) -> dict[str, Path]:
     return {"train": folder / "train.txt", "eval": folder / "dev.txt"}
 
 
-def tiny_recipe(backbone: Path, data: dict[str, Path], out: Path, task: str = "classification", **over) -> dict:
+def tiny_recipe(
+    backbone: Path, data: dict[str, Path], out: Path, task: str = "classification", **over
+) -> dict:
     """A recipe dict for the tiny model; keyword arguments replace whole sections' keys."""
     recipe = {
         "name": "tiny",

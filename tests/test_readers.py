@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DATA
 
+from conftest import DATA
 from graftwork.data.readers import iob2_problem, read_examples
 from graftwork.errors import DataError
 from graftwork.recipe import DataConfig, TaskConfig
@@ -46,21 +46,29 @@ def test_numbered_columns_without_header(tmp_path):
     path = write(tmp_path, "x.tsv", "good film\tpos\nbad film\tneg\n")
     task = TaskConfig(text="0", label="1")
     result = read_examples(path, task, DataConfig(header=False))
-    assert [(e["text"], e["label"]) for e in result.examples] == [("good film", "pos"), ("bad film", "neg")]
+    assert [(e["text"], e["label"]) for e in result.examples] == [
+        ("good film", "pos"),
+        ("bad film", "neg"),
+    ]
 
 
 def test_csv_with_quoted_commas_and_jsonl(tmp_path):
     csv_path = write(tmp_path, "x.csv", 'text,label\n"fine, really",1\nawful,0\n')
     result = read_examples(csv_path, TaskConfig(text="text"), DataConfig())
     assert [e["text"] for e in result.examples] == ["fine, really", "awful"]
-    jsonl = write(tmp_path, "x.jsonl", '{"sentence": "ok", "label": 1}\n\n{"sentence": "no", "label": 0}\n')
+    jsonl = write(
+        tmp_path, "x.jsonl", '{"sentence": "ok", "label": 1}\n\n{"sentence": "no", "label": 0}\n'
+    )
     assert [e["label"] for e in read_examples(jsonl, CLS, DataConfig()).examples] == ["1", "0"]
 
 
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("label\tsentence\n1\tfine\n0\ttoo\tmany\n", "line 3: expected 2 columns (label, sentence), found 3"),
+        (
+            "label\tsentence\n1\tfine\n0\ttoo\tmany\n",
+            "line 3: expected 2 columns (label, sentence), found 3",
+        ),
         ("label\tsentence\n1\tfine\n0\n", "line 3: expected 2 columns (label, sentence), found 1"),
         ("label\tsentence\n1\t   \n", "line 2: empty text"),
         ("label\tsentence\n\tfine\n", "line 2: empty label"),
@@ -81,7 +89,9 @@ def test_non_utf8_bytes_are_located(tmp_path):
 
 
 def test_skip_mode_drops_and_counts_bad_rows(tmp_path):
-    path = write(tmp_path, "bad.tsv", b"label\tsentence\n1\tfine\n0\ttoo\tmany\n1\t\n0\tna\xefve\n1\tgood\n")
+    path = write(
+        tmp_path, "bad.tsv", b"label\tsentence\n1\tfine\n0\ttoo\tmany\n1\t\n0\tna\xefve\n1\tgood\n"
+    )
     result = read_examples(path, CLS, DataConfig(on_bad_rows="skip"))
     assert [e["text"] for e in result.examples] == ["fine", "good"]
     assert len(result.skipped) == 3 and "line 3" in result.skipped[0]

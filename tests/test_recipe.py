@@ -50,7 +50,9 @@ def test_dotted_overrides_parse_yaml_scalars_and_nest():
 
 
 def test_overrides_apply_on_top_of_shorthand_sections():
-    recipe = load_recipe({"backbone": "minilm-l6", "method": "full"}, ["method.type=lora", "method.r=4"])
+    recipe = load_recipe(
+        {"backbone": "minilm-l6", "method": "full"}, ["method.type=lora", "method.r=4"]
+    )
     assert recipe.method.type == "lora" and recipe.method.r == 4
     assert recipe.backbone.name == "minilm-l6" and recipe.backbone.allow_pickle is False
 

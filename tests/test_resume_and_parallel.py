@@ -11,8 +11,9 @@ import time
 
 import pytest
 import yaml
-from conftest import tiny_recipe
 from safetensors.torch import load_file
+
+from conftest import tiny_recipe
 
 
 def graft(*args, env=None) -> subprocess.Popen:
@@ -68,7 +69,10 @@ def test_killed_run_resumes_to_the_same_metrics_and_weights(tiny_bert, sst2_smal
     expected = json.loads((tmp_path / "reference" / "tiny" / "metrics.json").read_text())
     assert metrics["eval"] == expected["eval"]
     assert metrics["train"]["loss_history"] == expected["train"]["loss_history"]
-    got, want = weights(tmp_path / "killed" / "tiny" / "bundle"), weights(tmp_path / "reference" / "tiny" / "bundle")
+    got, want = (
+        weights(tmp_path / "killed" / "tiny" / "bundle"),
+        weights(tmp_path / "reference" / "tiny" / "bundle"),
+    )
     assert all((got[k] == want[k]).all() for k in want)
 
 
@@ -109,5 +113,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     assert one["train"]["steps"] == two["train"]["steps"]
     largest = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
     assert largest < 1e-3, f"weights differ by up to {largest}"
-    for (step, a), (_, b) in zip(one["train"]["loss_history"], two["train"]["loss_history"], strict=True):
+    for (step, a), (_, b) in zip(
+        one["train"]["loss_history"], two["train"]["loss_history"], strict=True
+    ):
         assert a == pytest.approx(b, abs=2e-2), f"loss differs at step {step}"

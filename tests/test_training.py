@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_recipe
 
 import graftwork
-from graftwork.pipeline import train
+from conftest import tiny_recipe
 from graftwork.backbones import resolve
 from graftwork.errors import BackboneError, BundleError, DataError, GraftError
+from graftwork.pipeline import train
 from graftwork.recipe import BackboneConfig
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful"]
@@ -63,10 +63,14 @@ def test_ner_bundle_loads_in_plain_transformers_with_equal_predictions(
     words = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
     predictor = graftwork.load(result.bundle)
     tags = predictor.predict([" ".join(words)])[0]["tags"]
-    logits = hf_logits(AutoModelForTokenClassification, result.bundle, [words], is_split_into_words=True)
+    logits = hf_logits(
+        AutoModelForTokenClassification, result.bundle, [words], is_split_into_words=True
+    )
     from transformers import AutoTokenizer
 
-    word_ids = AutoTokenizer.from_pretrained(str(result.bundle))([words], is_split_into_words=True).word_ids(0)
+    word_ids = AutoTokenizer.from_pretrained(str(result.bundle))(
+        [words], is_split_into_words=True
+    ).word_ids(0)
     first = {w: i for i, w in reversed(list(enumerate(word_ids))) if w is not None}
     id2label = predictor.model.config.id2label
     assert tags == [id2label[int(logits[0, first[w]].argmax())] for w in range(len(words))]
@@ -86,7 +90,9 @@ def test_lora_trains_few_parameters_and_saves_a_peft_adapter(tiny_bert, sst2_sma
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     recipe = tiny_recipe(
-        tiny_bert, sst2_small, tmp_path,
+        tiny_bert,
+        sst2_small,
+        tmp_path,
         method={"type": "lora", "r": 4, "alpha": 8, "target": ["query", "value"]},
     )
     result = graftwork.run(recipe)
@@ -121,7 +127,9 @@ def test_eval_label_never_seen_in_training_fails_before_training(tiny_bert, sst2
     dev = tmp_path / "dev.tsv"
     dev.write_text("label\tsentence\n1\tfine\n2\twhat is this\n")
     recipe = tiny_recipe(tiny_bert, {"train": sst2_small["train"], "eval": dev}, tmp_path)
-    with pytest.raises(DataError, match=r"dev.tsv, line 3: label '2' never appears in the training data"):
+    with pytest.raises(
+        DataError, match=r"dev.tsv, line 3: label '2' never appears in the training data"
+    ):
         train(recipe)
     assert not (tmp_path / "tiny" / "bundle").exists()
 

@@ -1,9 +1,9 @@
 """graftwork: transfer learning for NLP from one recipe.
 
-    import graftwork
-    result = graftwork.run("recipes/quickstart.yaml", ["train.epochs=2"])
-    model = graftwork.load(result.bundle)
-    model.predict(["a gripping, funny film"])
+import graftwork
+result = graftwork.run("recipes/quickstart.yaml", ["train.epochs=2"])
+model = graftwork.load(result.bundle)
+model.predict(["a gripping, funny film"])
 """
 
 from __future__ import annotations

@@ -67,9 +67,7 @@ def check_folder(folder: Path, allow_pickle: bool, name: str) -> Path:
             "run arbitrary code when loaded. Convert them to safetensors, or set "
             "backbone.allow_pickle: true if you trust the source."
         )
-    raise BackboneError(
-        f"backbone {name}: {folder} holds no weights (expected model.safetensors)"
-    )
+    raise BackboneError(f"backbone {name}: {folder} holds no weights (expected model.safetensors)")
 
 
 def _download(config: BackboneConfig) -> Path:
@@ -80,9 +78,7 @@ def _download(config: BackboneConfig) -> Path:
         patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "merges.txt"]
         if config.allow_pickle:
             patterns.append("*.bin")
-        folder = snapshot_download(
-            config.name, revision=config.revision, allow_patterns=patterns
-        )
+        folder = snapshot_download(config.name, revision=config.revision, allow_patterns=patterns)
     except Exception as exc:  # network errors, unknown repo, gated repo …
         raise BackboneError(
             f"backbone '{config.name}' is not a packaged name ({', '.join(PACKAGED)}) nor a "

@@ -8,6 +8,7 @@ place when complete, so a reader never sees a half-written bundle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,10 +35,8 @@ def sha256(path: Path) -> str:
 def versions() -> dict[str, str]:
     out = {}
     for name in ("graftwork", "torch", "transformers", "peft", "accelerate", "tokenizers"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -77,7 +76,9 @@ def read_manifest(bundle: Path, verify: bool = True) -> dict:
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not bundle.is_dir():
-        raise BundleError(f"bundle {bundle} does not exist; pass the folder a run wrote (runs/NAME/bundle)")
+        raise BundleError(
+            f"bundle {bundle} does not exist; pass the folder a run wrote (runs/NAME/bundle)"
+        )
     if not path.is_file():
         raise BundleError(
             f"{bundle} is not a graftwork bundle (no {MANIFEST}); pass the folder a run wrote"

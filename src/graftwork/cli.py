@@ -54,8 +54,14 @@ def _relaunch(nproc: int) -> None:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "graftwork.cli", *argv,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "graftwork.cli",
+        *argv,
     ]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
@@ -74,7 +80,9 @@ def _results_table(result) -> None:
     table.add_row("train", "examples/s", f"{train.get('examples_per_second', 0):.1f}")
     table.add_row("train", "seconds", f"{train.get('seconds', 0):.0f}")
     table.add_row(
-        "model", "trainable params", f"{params.get('trainable', 0):,} ({params.get('trainable_pct', 0):.2f}%)"
+        "model",
+        "trainable params",
+        f"{params.get('trainable', 0):,} ({params.get('trainable_pct', 0):.2f}%)",
     )
     out.print(table)
     out.print(f"bundle: {result.bundle}\nreport: {result.run_dir / 'report.html'}")
@@ -131,7 +139,11 @@ def evaluate(
     if as_json:
         out.print_json(json.dumps(results))
         return
-    keys = [k for k in ("accuracy", "macro_f1", "f1", "precision", "recall") if k in next(iter(results.values()))]
+    keys = [
+        k
+        for k in ("accuracy", "macro_f1", "f1", "precision", "recall")
+        if k in next(iter(results.values()))
+    ]
     table = Table(title=f"{bundle}")
     table.add_column("data")
     for key in keys:
@@ -145,7 +157,9 @@ def evaluate(
 def predict(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     texts: list[str] = typer.Argument(None, help="Texts to label."),
-    input: Path = typer.Option(None, "--input", help="File: one text a line, or JSON lines with 'text'."),
+    input: Path = typer.Option(
+        None, "--input", help="File: one text a line, or JSON lines with 'text'."
+    ),
     top_k: int = typer.Option(1, min=1, help="Classification: also list the k best labels."),
     batch_size: int = typer.Option(64, min=1),
 ):
@@ -158,7 +172,9 @@ def predict(
     if not items:
         raise GraftError("nothing to predict: give texts as arguments or --input FILE")
     predictor = load(bundle)
-    for text, answer in zip(items, predictor.predict(items, top_k=top_k, batch_size=batch_size), strict=True):
+    for text, answer in zip(
+        items, predictor.predict(items, top_k=top_k, batch_size=batch_size), strict=True
+    ):
         sys.stdout.write(json.dumps({"text": text, **answer}, ensure_ascii=False) + "\n")
 
 
@@ -175,7 +191,9 @@ def _read_inputs(path: Path) -> list[str]:
             except (json.JSONDecodeError, AttributeError):
                 text = None
             if not isinstance(text, str):
-                raise GraftError(f"{path}, line {number}: expected a JSON object with a 'text' string")
+                raise GraftError(
+                    f"{path}, line {number}: expected a JSON object with a 'text' string"
+                )
             items.append(text)
         else:
             items.append(line)

@@ -26,7 +26,9 @@ def logits_for(model, features: list[dict], batch_size: int, pad_id: int) -> lis
         batch = collate([features[i] for i in idx], pad_id)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
         for row, i in enumerate(idx):
-            out[i] = logits[row] if logits.ndim == 2 else logits[row, : len(features[i]["input_ids"])]
+            out[i] = (
+                logits[row] if logits.ndim == 2 else logits[row, : len(features[i]["input_ids"])]
+            )
     model.train(was_training)
     return out
 

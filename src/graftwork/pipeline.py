@@ -79,7 +79,9 @@ def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | Non
         return None
     result = read_examples(path, recipe.task, recipe.data)
     if result.skipped:
-        log.warning("%s: skipped %d bad row(s); first: %s", path, len(result.skipped), result.skipped[0])
+        log.warning(
+            "%s: skipped %d bad row(s); first: %s", path, len(result.skipped), result.skipped[0]
+        )
     return result
 
 
@@ -145,7 +147,11 @@ def train(
         label_ids(result.examples, task.LABEL_KEY, label2id, result.path)
     log.info(
         "%s: %d training examples (%d labels) from %s; backbone %s; method %s",
-        recipe.name, len(features), len(labels), train_data.path, recipe.backbone.name,
+        recipe.name,
+        len(features),
+        len(labels),
+        train_data.path,
+        recipe.backbone.name,
         recipe.method.type,
     )
 
@@ -156,12 +162,21 @@ def train(
     params = count_parameters(model)
     log.info(
         "trainable parameters: %s of %s (%.2f%%)",
-        f"{params['trainable']:,}", f"{params['total']:,}", params["trainable_pct"],
+        f"{params['trainable']:,}",
+        f"{params['total']:,}",
+        params["trainable_pct"],
     )
     torch.manual_seed(cfg.seed)
     prepared, state, rate = fit(
-        model, features, targets, cfg, accelerator, run_dir, tokenizer.pad_token_id,
-        fingerprint(recipe), resume=resume,
+        model,
+        features,
+        targets,
+        cfg,
+        accelerator,
+        run_dir,
+        tokenizer.pad_token_id,
+        fingerprint(recipe),
+        resume=resume,
     )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
@@ -171,8 +186,14 @@ def train(
     if main:
         for split, result in eval_sets.items():
             metrics[split] = evaluate_examples(
-                model, tokenizer, task, result.examples, dict(enumerate(labels)),
-                recipe.data.max_length, cfg.eval_batch_size, result.path,
+                model,
+                tokenizer,
+                task,
+                result.examples,
+                dict(enumerate(labels)),
+                recipe.data.max_length,
+                cfg.eval_batch_size,
+                result.path,
             )
             log.info("%s: %s", split, _headline(metrics[split]))
         metrics["train"] = {

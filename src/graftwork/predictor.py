@@ -41,8 +41,14 @@ class Predictor:
         """Answers for raw texts: a label and score each, or the entities found in each."""
         examples = [self.task.from_text(t) for t in texts]
         return predict_examples(
-            self.model, self.tokenizer, self.task, examples, self.id2label,
-            self.max_length, batch_size, top_k,
+            self.model,
+            self.tokenizer,
+            self.task,
+            examples,
+            self.id2label,
+            self.max_length,
+            batch_size,
+            top_k,
         )
 
     def evaluate(self, path: str | Path, batch_size: int = 64, **data_options) -> dict:
@@ -50,8 +56,14 @@ class Predictor:
         data = self.data_config.model_copy(update=data_options)
         result = read_examples(Path(path), self.task_config, data)
         metrics = evaluate_examples(
-            self.model, self.tokenizer, self.task, result.examples, self.id2label,
-            self.max_length, batch_size, result.path,
+            self.model,
+            self.tokenizer,
+            self.task,
+            result.examples,
+            self.id2label,
+            self.max_length,
+            batch_size,
+            result.path,
         )
         metrics["skipped_rows"] = len(result.skipped)
         return metrics

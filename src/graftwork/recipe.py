@@ -160,9 +160,14 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
-        elif isinstance(merged.get(key), str) and isinstance(value, dict) and key in (
-            "backbone",
-            "method",
+        elif (
+            isinstance(merged.get(key), str)
+            and isinstance(value, dict)
+            and key
+            in (
+                "backbone",
+                "method",
+            )
         ):
             short = "name" if key == "backbone" else "type"
             merged[key] = _merge({short: merged[key]}, value)
@@ -211,11 +216,11 @@ def _format_errors(err: ValidationError, where: str) -> str:
             valid = sorted(owner.model_fields) if owner else []
             valid = [v for v in valid if v != "source"]
             alias = ALIASES.get(str(loc[-1]))
-            close = [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            lines.append(
-                f"  - unknown key '{dotted}'.{hint} Valid keys here: {', '.join(valid)}."
+            close = (
+                [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1)
             )
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  - unknown key '{dotted}'.{hint} Valid keys here: {', '.join(valid)}.")
         else:
             value = e.get("input")
             shown = f" (got {value!r})" if not isinstance(value, dict) else ""
@@ -243,7 +248,9 @@ def load_recipe(
         except yaml.YAMLError as exc:
             raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise RecipeError(f"recipe {path} must be a mapping of sections, not {type(data).__name__}")
+            raise RecipeError(
+                f"recipe {path} must be a mapping of sections, not {type(data).__name__}"
+            )
     else:
         data = dict(source)
     data = _merge(data, parse_overrides(overrides or []))

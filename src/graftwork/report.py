@@ -95,8 +95,14 @@ def render(name: str, metrics: dict, manifest_info: dict) -> str:
     parts.append(
         _table(
             ["examples", "steps", "examples/s", "seconds"],
-            [[train.get("examples"), train.get("steps"), train.get("examples_per_second"),
-              train.get("seconds")]],
+            [
+                [
+                    train.get("examples"),
+                    train.get("steps"),
+                    train.get("examples_per_second"),
+                    train.get("seconds"),
+                ]
+            ],
         )
     )
     parts.append(loss_plot(train.get("loss_history", [])))
@@ -117,7 +123,9 @@ def write_report(result) -> Path:
         "backbone": recipe.backbone.name,
         "task": recipe.task.type,
         "method": recipe.method.type,
-        "trainable parameters": f"{params.get('trainable', 0):,} ({params.get('trainable_pct', 0):.2f}%)",
+        "trainable parameters": (
+            f"{params.get('trainable', 0):,} ({params.get('trainable_pct', 0):.2f}%)"
+        ),
         "bundle": str(result.bundle),
     }
     path = Path(result.run_dir) / "report.html"

@@ -40,7 +40,9 @@ def inference_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(features: list[dict], pad_id: int, labels: list | None = None) -> dict[str, torch.Tensor]:
+def collate(
+    features: list[dict], pad_id: int, labels: list | None = None
+) -> dict[str, torch.Tensor]:
     """Pad to the longest in the batch; labels are ints (classification) or lists (tokens)."""
     width = max(len(f["input_ids"]) for f in features)
     batch = {

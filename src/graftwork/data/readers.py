@@ -51,7 +51,9 @@ class _Rows:
 def _lines(path: Path, rows: _Rows) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without its newline), UTF-8 checked per line."""
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check the path in the recipe's data section")
+        raise DataError(
+            f"data file {path} does not exist; check the path in the recipe's data section"
+        )
     for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
         raw = raw.removesuffix(b"\r")
         try:
@@ -86,9 +88,7 @@ def read_examples(
     elif fmt == "jsonl":
         _read_cls_jsonl(rows, task, require_labels)
     else:
-        _read_table(
-            rows, task, data, "\t" if fmt == "tsv" else ",", fmt == "csv", require_labels
-        )
+        _read_table(rows, task, data, "\t" if fmt == "tsv" else ",", fmt == "csv", require_labels)
     if not rows.result.examples:
         raise DataError(f"{path}: no examples found; is it the right file and format ({fmt})?")
     return rows.finish()
@@ -109,7 +109,12 @@ def _column(spec: str, header: list[str] | None, path: Path, role: str) -> int:
 
 
 def _read_table(
-    rows: _Rows, task: TaskConfig, data: DataConfig, delimiter: str, quoted: bool, require_labels: bool
+    rows: _Rows,
+    task: TaskConfig,
+    data: DataConfig,
+    delimiter: str,
+    quoted: bool,
+    require_labels: bool,
 ):
     path = rows.result.path
     numbered = [(n, line) for n, line in _lines(path, rows) if line.strip()]
@@ -165,7 +170,9 @@ def _read_cls_jsonl(rows: _Rows, task: TaskConfig, require_labels: bool):
         text = record.get(task.text)
         pair = record.get(task.text_pair) if task.text_pair else None
         if not isinstance(text, str) or not text.strip():
-            rows.bad(number, f"field '{task.text}' is missing, empty or not a string", "Fix the record")
+            rows.bad(
+                number, f"field '{task.text}' is missing, empty or not a string", "Fix the record"
+            )
             continue
         label = record.get(task.label)
         if label is None and require_labels:

@@ -75,13 +75,22 @@ def evaluate(examples, features, logits, labels, id2label: dict[int, str]) -> di
     from seqeval.scheme import IOB2
 
     gold = [e["tags"] for e in examples]
-    pred = [word_predictions(e, f, lg, id2label)[0] for e, f, lg in zip(examples, features, logits, strict=True)]
+    pred = [
+        word_predictions(e, f, lg, id2label)[0]
+        for e, f, lg in zip(examples, features, logits, strict=True)
+    ]
     truncated = sum(
-        len(e["tokens"]) - len(first_pieces(f["word_ids"])) for e, f in zip(examples, features, strict=True)
+        len(e["tokens"]) - len(first_pieces(f["word_ids"]))
+        for e, f in zip(examples, features, strict=True)
     )
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
     per_type = {
-        k: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"], "support": int(v["support"])}
+        k: {
+            "precision": v["precision"],
+            "recall": v["recall"],
+            "f1": v["f1-score"],
+            "support": int(v["support"]),
+        }
         for k, v in report.items()
         if k not in ("micro avg", "macro avg", "weighted avg")
     }

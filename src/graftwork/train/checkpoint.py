@@ -84,7 +84,8 @@ def load(path: Path, accelerator, model, optimizer, scheduler, fingerprint: dict
     """Restore everything `save` wrote; refuse a checkpoint written by a different recipe."""
     state = TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
     changed = sorted(
-        k for k in set(fingerprint) | set(state.fingerprint)
+        k
+        for k in set(fingerprint) | set(state.fingerprint)
         if fingerprint.get(k) != state.fingerprint.get(k)
     )
     if changed:

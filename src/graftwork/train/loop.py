@@ -63,8 +63,10 @@ def summed_loss(model, batch: dict) -> torch.Tensor:
     labels = batch.pop("labels")
     logits = model(**batch).logits
     return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-        ignore_index=IGNORE, reduction="sum",
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
     )
 
 
@@ -107,7 +109,9 @@ def fit(
     )
     model.train()
     while state.step < steps:
-        batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+        batches = training_batches(
+            lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length
+        )
         if world > 1:  # every process needs a share of every batch
             batches = [b for b in batches if len(b) >= world]
         while state.batch_in_epoch < len(batches) and state.step < steps:
