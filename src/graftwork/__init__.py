@@ -24,11 +24,11 @@ def run(recipe, overrides=None, resume: bool = False, overwrite: bool = False):
     return _run(recipe, overrides, resume=resume, overwrite=overwrite)
 
 
-def load(bundle, verify: bool = True, threads: int | None = None):
-    """Load a bundle for prediction and evaluation."""
+def load(bundle, verify: bool = True, threads: int | None = None, backend: str = "auto"):
+    """Load a bundle for prediction and evaluation (backend: auto picks its fastest artifact)."""
     from .predictor import load as _load
 
-    return _load(bundle, verify=verify, threads=threads)
+    return _load(bundle, verify=verify, threads=threads, backend=backend)
 
 
 __all__ = [

@@ -31,6 +31,10 @@ OVERRIDES = typer.Argument(None, help="Recipe overrides as KEY=VALUE, e.g. train
 RESUME = typer.Option(False, "--resume", help="Continue from the run's last checkpoint.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Discard an unfinished run's checkpoint.")
 NPROC = typer.Option(1, "--nproc", min=1, help="Data-parallel processes (CPU: gloo; GPU: NCCL).")
+BACKEND = typer.Option(
+    "auto", "--backend", help="auto (fastest in the bundle) | torch | onnx | onnx-int8."
+)
+THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for inference.")
 
 
 def _distributed_child() -> bool:
@@ -130,11 +134,13 @@ def evaluate(
     data: list[Path] = typer.Option(..., "--data", help="Labelled file(s); repeat for several."),
     batch_size: int = typer.Option(64, min=1),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    backend: str = BACKEND,
+    threads: int = THREADS,
 ):
     """Evaluate a bundle on labelled files (one row per file, e.g. one per language)."""
     from .predictor import load
 
-    predictor = load(bundle)
+    predictor = load(bundle, backend=backend, threads=threads)
     results = {str(path): predictor.evaluate(path, batch_size=batch_size) for path in data}
     if as_json:
         out.print_json(json.dumps(results))
@@ -162,6 +168,8 @@ def predict(
     ),
     top_k: int = typer.Option(1, min=1, help="Classification: also list the k best labels."),
     batch_size: int = typer.Option(64, min=1),
+    backend: str = BACKEND,
+    threads: int = THREADS,
 ):
     """Predict labels (or entities) for texts; one JSON line per input on stdout."""
     from .predictor import load
@@ -171,7 +179,7 @@ def predict(
         items += _read_inputs(input)
     if not items:
         raise GraftError("nothing to predict: give texts as arguments or --input FILE")
-    predictor = load(bundle)
+    predictor = load(bundle, backend=backend, threads=threads)
     for text, answer in zip(
         items, predictor.predict(items, top_k=top_k, batch_size=batch_size), strict=True
     ):
@@ -201,6 +209,39 @@ def _read_inputs(path: Path) -> list[str]:
 
 
 @app.command()
+def export(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export FP32 ONNX (the base of all)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a dynamic INT8 ONNX model."),
+    keep_attention_fp32: bool = typer.Option(
+        False, "--keep-attention-fp32", help="INT8: leave attention products in FP32."
+    ),
+    data: Path = typer.Option(None, "--data", help="Labelled file for the parity check."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Check on the first N examples."),
+):
+    """Export to ONNX (+ INT8), check parity on real examples, record it in the manifest."""
+    from .export import export_bundle
+    from .pipeline import quiet_libraries
+
+    if not onnx:
+        raise GraftError("ONNX is the only export format; drop --no-onnx")
+    quiet_libraries()
+    artifacts = export_bundle(bundle, int8, keep_attention_fp32, data, limit)
+    table = Table(title=f"{bundle}: exports")
+    for column in ("artifact", "max |Δlogit|", "label agreement", "metric change"):
+        table.add_column(column, justify="right" if column != "artifact" else "left")
+    for info in artifacts.values():
+        change = f"{info['change_points']:+.2f} pts" if "change_points" in info else "-"
+        table.add_row(
+            info["path"],
+            f"{info['max_abs_logit_diff']:.2e}",
+            f"{info['label_agreement']:.4f}",
+            change,
+        )
+    out.print(table)
+
+
+@app.command()
 def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
     """Show what a bundle holds: task, labels, method, metrics, files."""
     from .bundle import read_manifest
@@ -213,6 +254,8 @@ def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
     for split, metrics in manifest.get("metrics", {}).items():
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))}
         out.print(f"{split}: {shown}")
+    for name, artifact in manifest.get("artifacts", {}).items():
+        out.print(f"artifact {name}: {artifact['path']} ({artifact['checked_on']})")
     out.print(f"files: {', '.join(manifest.get('files', {}))}")
     out.print(f"versions: {manifest.get('versions')}")
 

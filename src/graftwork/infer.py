@@ -1,8 +1,8 @@
-"""Inference shared by evaluation, `graft predict` and (later) the server.
+"""Inference shared by evaluation, `graft predict`, export checks and the server.
 
-Batches are sorted by length (longest first) so padding is minimal, and results are put back in
-the input order. One function scores gold data (`evaluate_examples`), one answers users
-(`predict_examples`); both run the same forward passes.
+A backend is a `forward(batch) -> logits` function over collated batches (PyTorch or ONNX
+Runtime). Batches are sorted by length (longest first) and cut by a batch size and a token
+budget, so padding is minimal; results come back in the input order.
 """
 
 from __future__ import annotations
@@ -15,36 +15,51 @@ import torch
 from .data.batching import collate, inference_batches
 
 
-@torch.inference_mode()
-def logits_for(model, features: list[dict], batch_size: int, pad_id: int) -> list[np.ndarray]:
-    """One array per example: [labels] for sequence tasks, [its length, labels] for tokens."""
-    was_training = model.training
+def torch_forward(model):
+    """Forward function for a transformers model, in eval mode and without autograd."""
     model.eval()
     device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def forward(batch: dict) -> np.ndarray:
+        return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+
+    return forward
+
+
+def logits_for(
+    forward, features: list[dict], batch_size: int, pad_id: int, max_tokens: int | None = None
+) -> list[np.ndarray]:
+    """One array per example: [labels] for sequence tasks, [its length, labels] for tokens."""
     out: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
-    for idx in inference_batches([len(f["input_ids"]) for f in features], batch_size):
-        batch = collate([features[i] for i in idx], pad_id)
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+    lengths = [len(f["input_ids"]) for f in features]
+    for idx in inference_batches(lengths, batch_size, max_tokens):
+        logits = forward(collate([features[i] for i in idx], pad_id))
         for row, i in enumerate(idx):
-            out[i] = (
-                logits[row] if logits.ndim == 2 else logits[row, : len(features[i]["input_ids"])]
-            )
-    model.train(was_training)
+            out[i] = logits[row] if logits.ndim == 2 else logits[row, : lengths[i]]
     return out
 
 
 def evaluate_examples(
-    model, tokenizer, task, examples, id2label, max_length: int, batch_size: int, path: Path
+    forward, tokenizer, task, examples, id2label, max_length: int, batch_size: int, path: Path
 ) -> dict:
     label2id = {label: i for i, label in id2label.items()}
     features, labels = task.encode(tokenizer, examples, label2id, max_length, path)
-    logits = logits_for(model, features, batch_size, tokenizer.pad_token_id)
+    logits = logits_for(forward, features, batch_size, tokenizer.pad_token_id)
     return task.evaluate(examples, features, logits, labels, id2label)
 
 
 def predict_examples(
-    model, tokenizer, task, examples, id2label, max_length: int, batch_size: int, top_k: int = 1
+    forward,
+    tokenizer,
+    task,
+    examples,
+    id2label,
+    max_length: int,
+    batch_size: int,
+    top_k: int = 1,
+    max_tokens: int | None = None,
 ) -> list[dict]:
     features, _ = task.encode(tokenizer, examples, {}, max_length, Path("<input>"))
-    logits = logits_for(model, features, batch_size, tokenizer.pad_token_id)
+    logits = logits_for(forward, features, batch_size, tokenizer.pad_token_id, max_tokens)
     return task.decode(examples, features, logits, id2label, top_k)

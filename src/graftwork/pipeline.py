@@ -22,7 +22,7 @@ from .bundle import write_bundle
 from .data.encode import label_ids
 from .data.readers import ReadResult, read_examples
 from .errors import GraftError
-from .infer import evaluate_examples
+from .infer import evaluate_examples, torch_forward
 from .methods import METHODS, count_parameters
 from .recipe import Recipe, load_recipe
 from .tasks import TASKS
@@ -186,7 +186,7 @@ def train(
     if main:
         for split, result in eval_sets.items():
             metrics[split] = evaluate_examples(
-                model,
+                torch_forward(model),
                 tokenizer,
                 task,
                 result.examples,

@@ -1,23 +1,37 @@
 """`graftwork.load(bundle)`: a bundle ready to predict and evaluate.
 
-The same functions serve the CLI (`graft predict`, `graft eval`) and the Python API.
+The backend is the fastest artifact the bundle holds unless told otherwise: INT8 ONNX, then FP32
+ONNX (both only when their export passed its parity check), then PyTorch. The same functions
+serve the CLI (`graft predict`, `graft eval`), the Python API and the server.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from .bundle import read_manifest
 from .data.readers import read_examples
-from .infer import evaluate_examples, predict_examples
+from .errors import BundleError
+from .infer import evaluate_examples, predict_examples, torch_forward
 from .recipe import DataConfig, TaskConfig
 from .tasks import TASKS
 
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
+PREFERENCE = ("onnx-int8", "onnx-fp32")
+DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
+
 
 class Predictor:
-    def __init__(self, bundle: str | Path, verify: bool = True, threads: int | None = None):
+    def __init__(
+        self,
+        bundle: str | Path,
+        verify: bool = True,
+        threads: int | None = None,
+        backend: Backend = "auto",
+    ):
         from transformers import AutoTokenizer
 
         self.path = Path(bundle)
@@ -29,19 +43,57 @@ class Predictor:
         self.data_config = DataConfig(**recipe["data"])
         self.task = TASKS[self.task_config.type]
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        self.model = self.task.model_class().from_pretrained(str(self.path), use_safetensors=True)
-        self.model.eval()
-        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        labels = self.manifest["labels"]
+        self.id2label = dict(enumerate(labels))
+        self.backend = self._choose(backend)
+        self._model = None
+        if self.backend == "torch":
+            self.forward = torch_forward(self.model)
+        else:
+            from .export.onnx import onnx_forward, session
+
+            artifact = self.manifest["artifacts"][self.backend]["path"]
+            self.forward = onnx_forward(session(self.path / artifact, threads))
+
+    def _choose(self, backend: Backend) -> str:
+        artifacts = self.manifest.get("artifacts", {})
+        if backend not in ("auto", "torch", "onnx", "onnx-int8"):
+            raise BundleError(f"unknown backend '{backend}'; use auto, torch, onnx or onnx-int8")
+        if backend == "auto":
+            return next((name for name in PREFERENCE if name in artifacts), "torch")
+        name = {"onnx": "onnx-fp32"}.get(backend, backend)
+        if name != "torch" and name not in artifacts:
+            raise BundleError(
+                f"bundle {self.path} has no {name} artifact; run `graft export {self.path} "
+                f"--onnx{' --int8' if name == 'onnx-int8' else ''}` first, or use backend 'auto'"
+            )
+        return name
+
+    @property
+    def model(self):
+        """The PyTorch model (loaded on first use when an ONNX backend serves predictions)."""
+        if self._model is None:
+            self._model = self.task.model_class().from_pretrained(
+                str(self.path), use_safetensors=True
+            )
+            self._model.eval()
+        return self._model
 
     @property
     def max_length(self) -> int:
         return self.data_config.max_length
 
-    def predict(self, texts: list[str], top_k: int = 1, batch_size: int = 64) -> list[dict]:
+    def predict(
+        self,
+        texts: list[str],
+        top_k: int = 1,
+        batch_size: int = 64,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    ) -> list[dict]:
         """Answers for raw texts: a label and score each, or the entities found in each."""
         examples = [self.task.from_text(t) for t in texts]
         return predict_examples(
-            self.model,
+            self.forward,
             self.tokenizer,
             self.task,
             examples,
@@ -49,6 +101,7 @@ class Predictor:
             self.max_length,
             batch_size,
             top_k,
+            max_tokens,
         )
 
     def evaluate(self, path: str | Path, batch_size: int = 64, **data_options) -> dict:
@@ -56,7 +109,7 @@ class Predictor:
         data = self.data_config.model_copy(update=data_options)
         result = read_examples(Path(path), self.task_config, data)
         metrics = evaluate_examples(
-            self.model,
+            self.forward,
             self.tokenizer,
             self.task,
             result.examples,
@@ -66,8 +119,14 @@ class Predictor:
             result.path,
         )
         metrics["skipped_rows"] = len(result.skipped)
+        metrics["backend"] = self.backend
         return metrics
 
 
-def load(bundle: str | Path, verify: bool = True, threads: int | None = None) -> Predictor:
-    return Predictor(bundle, verify=verify, threads=threads)
+def load(
+    bundle: str | Path,
+    verify: bool = True,
+    threads: int | None = None,
+    backend: Backend = "auto",
+) -> Predictor:
+    return Predictor(bundle, verify=verify, threads=threads, backend=backend)

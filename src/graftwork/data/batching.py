@@ -34,10 +34,25 @@ def training_batches(
     return batches
 
 
-def inference_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Longest first, so memory peaks at once and padding is minimal."""
+def inference_batches(
+    lengths: list[int], batch_size: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Longest first, so memory peaks at once and padding is minimal. A batch ends at
+    `batch_size` examples or when its padded size (examples × longest) would pass `max_tokens`."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = len(current) >= batch_size
+        over = max_tokens is not None and current and (len(current) + 1) * longest > max_tokens
+        if full or over:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def collate(

@@ -1,0 +1,120 @@
+"""Export a bundle to ONNX (FP32, optionally INT8) and record parity in its manifest."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from ..bundle import write_bundle
+from ..data.readers import read_examples
+from ..errors import GraftError
+from ..infer import logits_for, torch_forward
+from ..recipe import load_recipe
+from . import onnx as onnx_export
+
+log = logging.getLogger("graftwork")
+
+PRIMARY = {"classification": "accuracy", "ner": "f1"}
+
+
+def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[list, Path]:
+    """Real labelled examples to check an export on: --data, else the recipe's eval file."""
+    if data is None:
+        recipe = load_recipe(predictor.manifest["recipe"])
+        data = recipe.data_path("eval") or recipe.data_path("test")
+        if data is None or not data.is_file():
+            raise GraftError(
+                f"no evaluation data to check the export on ({data or 'the recipe has none'}); "
+                "pass --data FILE with labelled examples"
+            )
+    result = read_examples(Path(data), predictor.task_config, predictor.data_config)
+    examples = result.examples[:limit] if limit else result.examples
+    return examples, Path(data)
+
+
+def export_bundle(
+    bundle: Path,
+    int8: bool = False,
+    keep_attention_fp32: bool = False,
+    data: Path | None = None,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Add onnx/model.onnx (and onnx/model-int8.onnx) to `bundle`; returns the parity report."""
+    from ..predictor import Predictor
+
+    bundle = Path(bundle)
+    predictor = Predictor(bundle, backend="torch", threads=threads)
+    examples, data_path = parity_examples(predictor, data, limit)
+    task, tokenizer = predictor.task, predictor.tokenizer
+    label2id = {v: k for k, v in predictor.id2label.items()}
+    features, labels = task.encode(tokenizer, examples, label2id, predictor.max_length, data_path)
+    pad = tokenizer.pad_token_id
+    reference = logits_for(torch_forward(predictor.model), features, 64, pad)
+    metric = PRIMARY[predictor.task_config.type]
+    score = task.evaluate(examples, features, reference, labels, predictor.id2label)[metric]
+    artifacts = {}
+    with tempfile.TemporaryDirectory(dir=bundle.parent) as work:
+        work = Path(work)
+        fp32 = work / onnx_export.FP32
+        # eager attention traces to the pattern ONNX Runtime fuses into one Attention node
+        eager = task.model_class().from_pretrained(
+            str(bundle), use_safetensors=True, attn_implementation="eager"
+        )
+        onnx_export.export_fp32(eager, tokenizer, fp32)
+        fused = onnx_export.fuse(fp32, predictor.model.config)
+        outputs = logits_for(
+            onnx_export.onnx_forward(onnx_export.session(fp32, threads)), features, 64, pad
+        )
+        check = onnx_export.parity(reference, outputs)
+        if check["max_abs_logit_diff"] > onnx_export.FP32_TOLERANCE:
+            raise onnx_export.ParityError(
+                f"FP32 ONNX export of {bundle} differs from PyTorch by up to "
+                f"{check['max_abs_logit_diff']:.2e} in a logit (allowed "
+                f"{onnx_export.FP32_TOLERANCE:.0e}) on {len(examples)} examples of {data_path}; "
+                "the bundle was left unchanged. Report this with the model type."
+            )
+        artifacts["onnx-fp32"] = {
+            "path": f"{onnx_export.ONNX_DIR}/{onnx_export.FP32}",
+            "fused": fused,
+            **check,
+        }
+        if int8:
+            q = work / onnx_export.INT8
+            onnx_export.quantize(fp32, q, keep_attention_fp32)
+            outputs = logits_for(
+                onnx_export.onnx_forward(onnx_export.session(q, threads)), features, 64, pad
+            )
+            q_score = task.evaluate(examples, features, outputs, labels, predictor.id2label)[metric]
+            artifacts["onnx-int8"] = {
+                "path": f"{onnx_export.ONNX_DIR}/{onnx_export.INT8}",
+                "keep_attention_fp32": keep_attention_fp32,
+                **onnx_export.parity(reference, outputs),
+                "metric": metric,
+                "pytorch": score,
+                "int8": q_score,
+                "change_points": 100 * (q_score - score),
+            }
+        for info in artifacts.values():
+            info["checked_on"] = f"{len(examples)} examples of {data_path}"
+
+        def write(tmp: Path) -> None:
+            for rel in predictor.manifest["files"]:
+                if not rel.startswith(onnx_export.ONNX_DIR + "/"):
+                    onnx_export.link_or_copy(bundle / rel, tmp / rel)
+            for info in artifacts.values():
+                onnx_export.link_or_copy(work / Path(info["path"]).name, tmp / info["path"])
+
+        manifest = {
+            k: v
+            for k, v in predictor.manifest.items()
+            if k not in ("format", "files", "versions", "created")
+        }
+        manifest["artifacts"] = artifacts
+        write_bundle(bundle, write, manifest)
+    log.info("exported %s: %s", bundle, ", ".join(artifacts))
+    return artifacts
+
+
+__all__ = ["export_bundle"]
