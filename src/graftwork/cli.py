@@ -209,6 +209,26 @@ def _read_inputs(path: Path) -> list[str]:
 
 
 @app.command()
+def distill(
+    teacher: Path = typer.Argument(..., help="The teacher bundle."),
+    overrides: list[str] = OVERRIDES,
+    recipe: Path = typer.Option(
+        None,
+        "--recipe",
+        help="Recipe with data, train and compress.distill (default: the "
+        "teacher's recipe, a 3-layer student).",
+    ),
+    resume: bool = RESUME,
+):
+    """Distil a teacher bundle into a smaller student (a new bundle)."""
+    from .compress.distill import distill as run_distill
+
+    result = run_distill(teacher, recipe, overrides or [], resume=resume)
+    if result.metrics:
+        _results_table(result)
+
+
+@app.command()
 def export(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export FP32 ONNX (the base of all)."),
@@ -258,6 +278,94 @@ def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
         out.print(f"artifact {name}: {artifact['path']} ({artifact['checked_on']})")
     out.print(f"files: {', '.join(manifest.get('files', {}))}")
     out.print(f"versions: {manifest.get('versions')}")
+
+
+@app.command()
+def serve(
+    bundles: list[str] = typer.Argument(..., help="Bundle folders; NAME=PATH chooses the name."),
+    host: str = typer.Option(
+        "127.0.0.1", envvar="GRAFT_HOST", help="Address to listen on (0.0.0.0: all interfaces)."
+    ),
+    port: int = typer.Option(8080, envvar="GRAFT_PORT", help="Port (0: any free port)."),
+    token_file: Path = typer.Option(
+        None,
+        envvar="GRAFT_TOKEN_FILE",
+        help="File holding the API token; or set GRAFT_API_TOKEN. Without either: no auth.",
+    ),
+    max_batch_size: int = typer.Option(
+        32, envvar="GRAFT_MAX_BATCH_SIZE", help="Windows per model batch at most."
+    ),
+    max_wait_ms: float = typer.Option(
+        2.0, envvar="GRAFT_MAX_WAIT_MS", help="How long a batch's first window waits for more."
+    ),
+    max_batch_tokens: int = typer.Option(
+        16384, envvar="GRAFT_MAX_BATCH_TOKENS", help="Padded tokens per batch at most."
+    ),
+    max_queue: int = typer.Option(
+        2048, envvar="GRAFT_MAX_QUEUE", help="Windows queued per model; beyond: 503."
+    ),
+    max_inputs: int = typer.Option(64, envvar="GRAFT_MAX_INPUTS", help="Texts per request."),
+    max_input_chars: int = typer.Option(
+        100_000, envvar="GRAFT_MAX_INPUT_CHARS", help="Characters per text."
+    ),
+    max_body_bytes: int = typer.Option(
+        8 << 20, envvar="GRAFT_MAX_BODY_BYTES", help="Request body size in bytes."
+    ),
+    request_timeout: float = typer.Option(
+        60.0, envvar="GRAFT_REQUEST_TIMEOUT", help="Seconds per request before 504."
+    ),
+    window: int = typer.Option(
+        None, envvar="GRAFT_WINDOW", help="Tokens per window (default: the bundle's max_length)."
+    ),
+    stride: int = typer.Option(
+        None, envvar="GRAFT_STRIDE", help="Tokens shared by consecutive windows (window // 4)."
+    ),
+    threads: int = typer.Option(None, envvar="GRAFT_THREADS", help="CPU threads for the model."),
+    backend: str = typer.Option(
+        "auto",
+        envvar="GRAFT_BACKEND",
+        help="auto (fastest in the bundle) | torch | onnx | onnx-int8.",
+    ),
+    log_level: str = typer.Option("info", envvar="GRAFT_LOG_LEVEL", help="debug|info|warning."),
+    access_log: bool = typer.Option(
+        False, "--access-log/--no-access-log", envvar="GRAFT_ACCESS_LOG", help="Log requests."
+    ),
+):
+    """Serve bundles over HTTP (dynamic batching, long-text windows, auth, limits, metrics)."""
+    from . import serve as serving
+    from .pipeline import quiet_libraries
+
+    quiet_libraries()
+    config = serving.make_config(
+        host=host,
+        port=port,
+        token_file=token_file,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_batch_tokens=max_batch_tokens,
+        max_queue=max_queue,
+        max_inputs=max_inputs,
+        max_input_chars=max_input_chars,
+        max_body_bytes=max_body_bytes,
+        request_timeout=request_timeout,
+        window=window,
+        stride=stride,
+        threads=threads,
+        backend=backend,
+        log_level=log_level,
+        access_log=access_log,
+    )
+    token = config.api_token()
+    models = serving.load_models(bundles, config)
+    server_app = serving.create_app(models, config, token=token)
+    sock = serving.listen(config.host, config.port)
+    hint = None if token is None else "$GRAFT_API_TOKEN"
+    if token is not None and token_file is not None:
+        hint = f"$(cat {token_file})"
+    for line in serving.banner(models, sock, hint):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    serving.run(server_app, sock, config)
 
 
 def main() -> None:

@@ -112,53 +112,70 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, main: bool) -
     checkpoint.remove_all(run_dir)
 
 
-def train(
-    recipe: Recipe | str | Path | dict,
-    overrides: list[str] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> RunResult:
-    """Train the recipe's model, evaluate it, and write the bundle and metrics.json."""
+@dataclass
+class Splits:
+    """Everything read and encoded for a run."""
+
+    task: object
+    tokenizer: object
+    labels: list[str]
+    train: ReadResult
+    features: list[dict]
+    targets: list
+    evals: dict[str, ReadResult]
+
+
+def start(recipe, overrides, resume: bool, overwrite: bool):
+    """Validate the recipe, make the accelerator, logging, threads and seed; (recipe, acc)."""
     recipe = load_recipe(recipe, overrides)
-    cfg = recipe.train
-    accelerator = make_accelerator(cfg)
-    main = accelerator.is_main_process
-    run_dir = recipe.run_dir
-    setup_logging(run_dir, main)
-    _prepare_run_dir(run_dir, resume, overwrite, main)
+    accelerator = make_accelerator(recipe.train)
+    setup_logging(recipe.run_dir, accelerator.is_main_process)
+    _prepare_run_dir(recipe.run_dir, resume, overwrite, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     cores = os.cpu_count() or 1
-    torch.set_num_threads(cfg.threads or max(1, cores // accelerator.num_processes))
-    torch.manual_seed(cfg.seed)
-    started = time.perf_counter()
+    torch.set_num_threads(recipe.train.threads or max(1, cores // accelerator.num_processes))
+    torch.manual_seed(recipe.train.seed)
+    return recipe, accelerator
 
+
+def read_splits(
+    recipe: Recipe, tokenizer, labels: list[str] | None = None, extra: list[dict] | None = None
+) -> Splits:
+    """Read and encode train/eval/test; labels come from training data unless given."""
     task = TASKS[recipe.task.type]
-    folder = backbones.resolve(recipe.backbone)
-    tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
     train_data = _read(recipe, "train", require=True)
-    eval_sets = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
-    train_examples = _subsample(train_data.examples, recipe.data.max_train_examples, cfg.seed)
-    labels = task.label_set(train_examples)
+    evals = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
+    examples = _subsample(train_data.examples, recipe.data.max_train_examples, recipe.train.seed)
+    examples = examples + (extra or [])
+    labels = labels or task.label_set(examples)
     label2id = {label: i for i, label in enumerate(labels)}
     features, targets = task.encode(
-        tokenizer, train_examples, label2id, recipe.data.max_length, train_data.path
+        tokenizer, examples, label2id, recipe.data.max_length, train_data.path
     )
-    for result in eval_sets.values():  # fail on unseen labels now, not after training
+    for result in evals.values():  # fail on unseen labels now, not after training
         label_ids(result.examples, task.LABEL_KEY, label2id, result.path)
     log.info(
-        "%s: %d training examples (%d labels) from %s; backbone %s; method %s",
+        "%s: %d training examples (%d labels) from %s",
         recipe.name,
         len(features),
         len(labels),
         train_data.path,
-        recipe.backbone.name,
-        recipe.method.type,
     )
+    return Splits(task, tokenizer, labels, train_data, features, targets, evals)
 
-    torch.manual_seed(cfg.seed)
-    model = backbones.load_model(folder, recipe.backbone, task.model_class(), labels, tokenizer)
-    method = METHODS[recipe.method.type]
-    model = method.apply(model, recipe.method)
+
+def train_and_save(
+    recipe: Recipe,
+    accelerator,
+    splits: Splits,
+    model,
+    method,
+    resume: bool = False,
+    loss_fn=None,
+    manifest_extra: dict | None = None,
+) -> RunResult:
+    """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json."""
+    cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
     params = count_parameters(model)
     log.info(
         "trainable parameters: %s of %s (%.2f%%)",
@@ -166,17 +183,19 @@ def train(
         f"{params['total']:,}",
         params["trainable_pct"],
     )
+    started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     prepared, state, rate = fit(
         model,
-        features,
-        targets,
+        splits.features,
+        splits.targets,
         cfg,
         accelerator,
         run_dir,
-        tokenizer.pad_token_id,
+        splits.tokenizer.pad_token_id,
         fingerprint(recipe),
         resume=resume,
+        **({"loss_fn": loss_fn} if loss_fn else {}),
     )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
@@ -184,27 +203,16 @@ def train(
     bundle_dir = run_dir / "bundle"
     metrics: dict = {}
     if main:
-        for split, result in eval_sets.items():
-            metrics[split] = evaluate_examples(
-                torch_forward(model),
-                tokenizer,
-                task,
-                result.examples,
-                dict(enumerate(labels)),
-                recipe.data.max_length,
-                cfg.eval_batch_size,
-                result.path,
-            )
-            log.info("%s: %s", split, _headline(metrics[split]))
+        metrics = evaluate_splits(model, splits, recipe)
         metrics["train"] = {
-            "examples": len(features),
+            "examples": len(splits.features),
             "steps": state.step,
             "epochs": cfg.epochs,
             "examples_per_second": rate,
             "seconds": train_seconds,
             "loss_history": state.loss_history,
             "skipped_rows": {
-                s: len(r.skipped) for s, r in {"train": train_data, **eval_sets}.items()
+                s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
             },
             "processes": accelerator.num_processes,
         }
@@ -212,17 +220,18 @@ def train(
         manifest = {
             "name": recipe.name,
             "task": recipe.task.type,
-            "labels": labels,
+            "labels": splits.labels,
             "method": recipe.method.type,
             "backbone": recipe.backbone.name,
             "recipe": recipe.model_dump(mode="json"),
             "metrics": {k: v for k, v in metrics.items() if k != "train"},
+            **(manifest_extra or {}),
         }
 
         def write(tmp: Path) -> None:
             final = method.finish(model, tmp)
             final.save_pretrained(str(tmp), safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
+            splits.tokenizer.save_pretrained(str(tmp))
 
         write_bundle(bundle_dir, write, manifest)
         _write_json(run_dir / "metrics.json", metrics)
@@ -230,6 +239,44 @@ def train(
         log.info("bundle: %s", bundle_dir)
     accelerator.wait_for_everyone()
     return RunResult(recipe, run_dir, bundle_dir, metrics)
+
+
+def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
+    metrics = {}
+    for split, result in splits.evals.items():
+        metrics[split] = evaluate_examples(
+            torch_forward(model),
+            splits.tokenizer,
+            splits.task,
+            result.examples,
+            dict(enumerate(splits.labels)),
+            recipe.data.max_length,
+            recipe.train.eval_batch_size,
+            result.path,
+        )
+        log.info("%s: %s", split, _headline(metrics[split]))
+    return metrics
+
+
+def train(
+    recipe: Recipe | str | Path | dict,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Train the recipe's model, evaluate it, and write the bundle and metrics.json."""
+    recipe, accelerator = start(recipe, overrides, resume, overwrite)
+    folder = backbones.resolve(recipe.backbone)
+    tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
+    splits = read_splits(recipe, tokenizer)
+    log.info("backbone %s; method %s", recipe.backbone.name, recipe.method.type)
+    torch.manual_seed(recipe.train.seed)
+    model = backbones.load_model(
+        folder, recipe.backbone, splits.task.model_class(), splits.labels, tokenizer
+    )
+    method = METHODS[recipe.method.type]
+    model = method.apply(model, recipe.method)
+    return train_and_save(recipe, accelerator, splits, model, method, resume=resume)
 
 
 def run(

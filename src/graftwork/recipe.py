@@ -16,11 +16,12 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .compress.config import CompressConfig
 from .errors import RecipeError
 from .methods import METHOD_CONFIGS, MethodConfig
 
@@ -82,6 +83,7 @@ class Recipe(_Section):
     data: DataConfig = DataConfig()
     method: MethodConfig = Field(default_factory=lambda: {"type": "full"})
     train: TrainConfig = TrainConfig()
+    compress: CompressConfig = CompressConfig()
     output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
     source: Annotated[str | None, Field(exclude=True)] = None
 
@@ -200,9 +202,12 @@ def _owner(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in loc:
         field = current.model_fields.get(str(part))
         ann = field.annotation if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        models = [
+            a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if not models:  # Optional[Section] unwraps to Section
             return None
-        current = ann
+        current = models[0]
     return current
 
 

@@ -85,11 +85,16 @@ def fit(
     pad_id: int,
     fingerprint: dict,
     resume: bool = False,
+    loss_fn=None,
 ):
-    """Train `model` in place; returns (the prepared model, the final TrainState)."""
+    """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
+
+    `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
+    cross-entropy, `summed_loss`); distillation passes its own."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
+    loss_fn = loss_fn or summed_loss
     lengths = [len(f["input_ids"]) for f in features]
     steps = total_steps(len(features), cfg)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -126,7 +131,7 @@ def fit(
             share = max(1, labelled([labels[i] for i in global_batch])) / world
             with accelerator.no_sync(model) if not boundary else nullcontext():
                 with accelerator.autocast():
-                    loss = summed_loss(model, batch) / share
+                    loss = loss_fn(model, batch) / share
                 accelerator.backward(loss / cfg.grad_accum)
             if world > 1:  # log the global batch's loss, not this process's share of it
                 loss = accelerator.reduce(loss.detach(), reduction="mean")

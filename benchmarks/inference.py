@@ -1,0 +1,119 @@
+"""Inference throughput and quality: Hugging Face `pipeline` against graftwork's three backends.
+
+On one bundle (classification or NER) and one labelled file, in one process: the transformers
+`pipeline` (batch_size 32, the way users call it), then `graftwork.load(bundle, backend=…)` for
+PyTorch, ONNX FP32 and ONNX INT8 (length-sorted batches with a token budget). Each side runs
+once to warm up, then `--repeats` timed passes; the best pass counts. Quality is the task
+metric on the same file (accuracy, or entity F1 by seqeval for NER). The bundle must have been
+exported first (`graft export BUNDLE --int8`).
+
+    python benchmarks/inference.py runs/sst2-full/bundle --data ../shared/data/sst2/dev.tsv
+    python benchmarks/inference.py runs/conll2003/bundle --data ../shared/data/conll2003/test.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import graftwork
+from graftwork.data.readers import read_examples
+from graftwork.pipeline import quiet_libraries
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def timed(fn, repeats: int):
+    fn()  # warm-up
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def hf_pipeline(bundle: Path, task: str, texts: list[str], batch_size: int):
+    from transformers import pipeline
+
+    kind = "text-classification" if task == "classification" else "token-classification"
+    extra = {} if task == "classification" else {"aggregation_strategy": "first"}
+    pipe = pipeline(kind, model=str(bundle), device=-1, **extra)
+    return lambda: pipe(texts, batch_size=batch_size)
+
+
+def size_mb(path: Path) -> float:
+    return path.stat().st_size / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32, help="for the HF pipeline")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    quiet_libraries()
+    threads = torch.get_num_threads()
+
+    base = graftwork.load(args.bundle, backend="torch")
+    task = base.task_config.type
+    examples = read_examples(args.data, base.task_config, base.data_config).examples
+    texts = [e["text"] if task == "classification" else " ".join(e["tokens"]) for e in examples]
+    tokens = sum(len(base.tokenizer(t)["input_ids"]) for t in texts)
+    rows = {}
+
+    seconds, answers = timed(hf_pipeline(args.bundle, task, texts, args.batch_size), args.repeats)
+    accuracy = None
+    if task == "classification":
+        gold = [e["label"] for e in examples]
+        accuracy = sum(a["label"] == g for a, g in zip(answers, gold, strict=True)) / len(gold)
+    rows["hf pipeline (PyTorch)"] = {"seconds": seconds, "metric": accuracy}
+    sizes = {"hf pipeline (PyTorch)": size_mb(args.bundle / "model.safetensors")}
+    artifacts = base.manifest.get("artifacts", {})
+    for backend in ("torch", "onnx-fp32", "onnx-int8"):
+        if backend != "torch" and backend not in artifacts:
+            print(f"skipping {backend}: not in the bundle (run graft export {args.bundle} --int8)")
+            continue
+        predictor = graftwork.load(args.bundle, backend=backend, threads=threads)
+        seconds, _ = timed(lambda p=predictor: p.predict(texts), args.repeats)
+        metrics = predictor.evaluate(args.data)
+        name = f"graftwork {backend}"
+        rows[name] = {"seconds": seconds, "metric": metrics.get("accuracy", metrics.get("f1"))}
+        path = args.bundle / (
+            "model.safetensors" if backend == "torch" else artifacts[backend]["path"]
+        )
+        sizes[name] = size_mb(path)
+    baseline = rows["hf pipeline (PyTorch)"]["seconds"]
+    metric_name = "accuracy" if task == "classification" else "entity F1"
+    print(f"CPU: {cpu_name()}, {threads} threads; {len(texts)} inputs ({tokens} tokens)")
+    header = f"{'path':28}{'inputs/s':>10}{'tokens/s':>10}{'× pipeline':>12}"
+    print(f"{header}{metric_name:>12}{'MB':>8}")
+    for name, row in rows.items():
+        row["inputs_per_second"] = len(texts) / row["seconds"]
+        row["tokens_per_second"] = tokens / row["seconds"]
+        row["speedup"] = baseline / row["seconds"]
+        row["size_mb"] = sizes[name]
+        metric = "" if row["metric"] is None else f"{row['metric']:.4f}"
+        print(
+            f"{name:28}{row['inputs_per_second']:10.1f}{row['tokens_per_second']:10.0f}"
+            f"{row['speedup']:11.2f}x{metric:>12}{row['size_mb']:8.1f}"
+        )
+    report = {"cpu": cpu_name(), "threads": threads, "data": str(args.data), "rows": rows}
+    out = args.out or Path("runs/bench") / f"inference-{args.bundle.parent.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
