@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from graftwork import backbones
-from graftwork.pipeline import _subsample, quiet_libraries, train
+from graftwork.data.sampling import subsample
+from graftwork.pipeline import quiet_libraries, train
 from graftwork.recipe import DataConfig, TaskConfig, data_root
 
 
@@ -148,7 +149,7 @@ def main() -> None:
     train_rows = read_examples(
         Path(data_root()) / "sst2" / "train.tsv", task, DataConfig()
     ).examples
-    examples = _subsample(train_rows, args.examples, args.seed)  # the same subset graftwork uses
+    examples = subsample(train_rows, args.examples, args.seed)  # the same subset graftwork uses
     dev = read_examples(Path(data_root()) / "sst2" / "dev.tsv", task, DataConfig()).examples
 
     ours = run_graftwork(args, work)

@@ -229,6 +229,41 @@ def distill(
 
 
 @app.command()
+def prune(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    heads: float = typer.Option(0.3, "--heads", help="Fraction of attention heads to remove."),
+    ffn: float = typer.Option(0.3, "--ffn", help="Fraction of FFN neurons to remove."),
+    target: Path = typer.Option(None, "--out", help="New bundle folder (default: BUNDLE-pruned)."),
+    data: Path = typer.Option(None, "--data", help="Training file (default: the recipe's)."),
+    recovery_epochs: float = typer.Option(1.0, "--recovery-epochs", min=0),
+    recovery_lr: float = typer.Option(None, "--recovery-lr"),
+    max_examples: int = typer.Option(None, "--max-examples", min=1),
+):
+    """Remove the least important heads and FFN neurons, fine-tune briefly, write a bundle."""
+    from .compress.prune import prune_bundle
+    from .pipeline import quiet_libraries, setup_logging
+
+    setup_logging(None)
+    quiet_libraries()
+    target = target or bundle.with_name(bundle.name + "-pruned")
+    report = prune_bundle(
+        bundle, target, heads, ffn, data, recovery_epochs, recovery_lr, max_examples
+    )
+    table = Table(title=f"{bundle} → {target}")
+    for column in ("", "before", "after"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row(
+        "parameters", f"{report['parameters_before']:,}", f"{report['parameters_after']:,}"
+    )
+    for split, metrics in report.get("metrics", {}).items():
+        before = report.get("metrics_before", {}).get(split, {})
+        for key in ("accuracy", "f1"):
+            if key in metrics and key in before:
+                table.add_row(f"{split} {key}", f"{before[key]:.4f}", f"{metrics[key]:.4f}")
+    out.print(table)
+
+
+@app.command()
 def export(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export FP32 ONNX (the base of all)."),

@@ -21,6 +21,7 @@ from . import backbones
 from .bundle import write_bundle
 from .data.encode import label_ids
 from .data.readers import ReadResult, read_examples
+from .data.sampling import subsample
 from .errors import GraftError
 from .infer import evaluate_examples, torch_forward
 from .methods import METHODS, count_parameters
@@ -85,14 +86,6 @@ def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | Non
     return result
 
 
-def _subsample(examples: list[dict], n: int | None, seed: int) -> list[dict]:
-    if n is None or n >= len(examples):
-        return examples
-    generator = torch.Generator().manual_seed(seed)
-    keep = sorted(torch.randperm(len(examples), generator=generator)[:n].tolist())
-    return [examples[i] for i in keep]
-
-
 def fingerprint(recipe: Recipe) -> dict:
     dumped = recipe.model_dump(mode="json")
     out = {k: dumped[k] for k in FINGERPRINT}
@@ -145,7 +138,7 @@ def read_splits(
     task = TASKS[recipe.task.type]
     train_data = _read(recipe, "train", require=True)
     evals = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
-    examples = _subsample(train_data.examples, recipe.data.max_train_examples, recipe.train.seed)
+    examples = subsample(train_data.examples, recipe.data.max_train_examples, recipe.train.seed)
     examples = examples + (extra or [])
     labels = labels or task.label_set(examples)
     label2id = {label: i for i, label in enumerate(labels)}
@@ -289,8 +282,16 @@ def run(
     from .report import write_report
 
     result = train(recipe, overrides, resume=resume, overwrite=overwrite)
-    if result.metrics:  # main process only
-        write_report(result)
+    if not result.metrics:  # not the main process
+        return result
+    compress = result.recipe.compress
+    if any(getattr(compress, stage) is not None for stage in ("distill", "prune", "export")):
+        from .compress.chain import run_compress
+
+        result.metrics["stages"] = run_compress(result.recipe, result.bundle)
+        setup_logging(result.run_dir)  # distillation set up its own run's log
+        _write_json(result.run_dir / "metrics.json", result.metrics)
+    write_report(result)
     return result
 
 

@@ -19,7 +19,7 @@ from .infer import evaluate_examples, predict_examples, torch_forward
 from .recipe import DataConfig, TaskConfig
 from .tasks import TASKS
 
-Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
+Backend = Literal["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"]
 PREFERENCE = ("onnx-int8", "onnx-fp32")
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
 
@@ -57,8 +57,10 @@ class Predictor:
 
     def _choose(self, backend: Backend) -> str:
         artifacts = self.manifest.get("artifacts", {})
-        if backend not in ("auto", "torch", "onnx", "onnx-int8"):
-            raise BundleError(f"unknown backend '{backend}'; use auto, torch, onnx or onnx-int8")
+        if backend not in ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8"):
+            raise BundleError(
+                f"unknown backend '{backend}'; use auto, torch, onnx (= onnx-fp32) or onnx-int8"
+            )
         if backend == "auto":
             return next((name for name in PREFERENCE if name in artifacts), "torch")
         name = {"onnx": "onnx-fp32"}.get(backend, backend)
@@ -73,10 +75,10 @@ class Predictor:
     def model(self):
         """The PyTorch model (loaded on first use when an ONNX backend serves predictions)."""
         if self._model is None:
-            self._model = self.task.model_class().from_pretrained(
-                str(self.path), use_safetensors=True
-            )
-            self._model.eval()
+            from .compress.prune import apply_pruning
+
+            model = self.task.model_class().from_pretrained(str(self.path), use_safetensors=True)
+            self._model = apply_pruning(model, self.manifest).eval()  # no-op unless pruned
         return self._model
 
     @property

@@ -60,6 +60,25 @@ def confusion_plot(labels: list[str], matrix: list[list[int]]) -> str:
     return out
 
 
+def tradeoff_plot(rows: list[dict]) -> str:
+    """Metric against inputs/s for every stage and backend; marker area ∝ size on disk."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        ax.scatter(row["inputs_per_second"], row["value"], s=10 + 3 * row["size_mb"], alpha=0.6)
+        ax.annotate(f"{row['stage']} {row['backend']}", (row["inputs_per_second"], row["value"]))
+    ax.set_xlabel("inputs / second (eval set)")
+    ax.set_ylabel(rows[0]["metric"] if rows else "metric")
+    ax.grid(alpha=0.3)
+    out = _svg(fig)
+    plt.close(fig)
+    return out
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
@@ -90,6 +109,16 @@ def render(name: str, metrics: dict, manifest_info: dict) -> str:
                 for t, v in sorted(m["per_type"].items())
             ]
             parts.append(_table(["entity type", "precision", "recall", "F1", "support"], rows))
+    stages = metrics.get("stages")
+    if stages:
+        parts.append("<h2>compression: accuracy vs throughput vs size</h2>")
+        header = ["stage", "backend", stages[0]["metric"], "inputs/s", "size (MB)"]
+        rows = [
+            [r["stage"], r["backend"], r["value"], r["inputs_per_second"], r["size_mb"]]
+            for r in stages
+        ]
+        parts.append(_table(header, rows))
+        parts.append(tradeoff_plot(stages))
     train = metrics.get("train", {})
     parts.append("<h2>training</h2>")
     parts.append(

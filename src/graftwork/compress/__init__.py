@@ -1,0 +1,1 @@
+"""Compression: make a trained bundle smaller and faster (structured pruning, distillation)."""
