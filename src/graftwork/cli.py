@@ -331,7 +331,7 @@ def serve(
         32, envvar="GRAFT_MAX_BATCH_SIZE", help="Windows per model batch at most."
     ),
     max_wait_ms: float = typer.Option(
-        2.0, envvar="GRAFT_MAX_WAIT_MS", help="How long a batch's first window waits for more."
+        0.0, envvar="GRAFT_MAX_WAIT_MS", help="How long a batch's first window waits for more."
     ),
     max_batch_tokens: int = typer.Option(
         16384, envvar="GRAFT_MAX_BATCH_TOKENS", help="Padded tokens per batch at most."
@@ -355,7 +355,9 @@ def serve(
     stride: int = typer.Option(
         None, envvar="GRAFT_STRIDE", help="Tokens shared by consecutive windows (window // 4)."
     ),
-    threads: int = typer.Option(None, envvar="GRAFT_THREADS", help="CPU threads for the model."),
+    threads: int = typer.Option(
+        None, envvar="GRAFT_THREADS", help="CPU threads for the model (all cores but one)."
+    ),
     backend: str = typer.Option(
         "auto",
         envvar="GRAFT_BACKEND",

@@ -1,0 +1,217 @@
+"""One served bundle: its `Predictor`, its window settings, its batcher, and its answers.
+
+`ServedModel.predict(texts)` splits each text into windows, sends the windows through the
+model's batcher, and joins each text's windows into the answer `graft predict` gives (the
+tasks' `decode`), plus the number of windows used. Requests of up to `INLINE_CHARS`
+characters are tokenized and decoded on the event loop (a thread hop would cost more than the
+work); larger ones in a text thread, with its own copy of the tokenizer (a fast tokenizer must
+not be used by two threads at once), so a long document does not hold up the event loop.
+
+`forward` is the one place a batch meets the model: `graftwork.infer.logits_for` over the
+predictor's backend (`Predictor.forward`: PyTorch, ONNX or INT8 ONNX, whichever the bundle
+and `--backend` choose), the same forward passes as `graft predict` and `graft eval`.
+
+Left out: HTTP (app.py) and batching policy (batcher.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GraftError
+from ..infer import logits_for
+from ..tasks import TASKS
+from . import windows
+from .batcher import Batcher, OnBatch
+from .config import ServeConfig
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop
+
+
+class ServedModel:
+    def __init__(self, name: str, predictor, config: ServeConfig):
+        self.name = name
+        self.predictor = predictor
+        self.config = config
+        self.task_name = next(n for n, module in TASKS.items() if module is predictor.task)
+        self.window, self.stride = window_settings(predictor, config)
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self._text_thread: ThreadPoolExecutor | None = None
+        self._text_tokenizer = None  # the text thread's own copy
+
+    def forward(self, features: list[dict]) -> list[np.ndarray]:
+        """Logits for one batch of windows, in order: the only code that runs the model."""
+        p = self.predictor
+        return logits_for(p.forward, features, len(features), p.tokenizer.pad_token_id)
+
+    def describe(self) -> dict:
+        manifest = getattr(self.predictor, "manifest", {})
+        return {
+            "name": self.name,
+            "task": self.task_name,
+            "labels": [self.predictor.id2label[i] for i in sorted(self.predictor.id2label)],
+            "max_length": self.predictor.max_length,
+            "window": self.window,
+            "stride": self.stride,
+            "ready": self.ready,
+            "artifact": {
+                "path": str(getattr(self.predictor, "path", "")),
+                "backend": getattr(self.predictor, "backend", "torch"),
+                "format": manifest.get("format"),
+                "backbone": manifest.get("backbone"),
+                "method": manifest.get("method"),
+                "created": manifest.get("created"),
+            },
+        }
+
+    # Life cycle (called by the app's lifespan) ---------------------------------------------
+
+    def start(self, on_batch: OnBatch | None = None) -> None:
+        cfg = self.config
+        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix=f"graft-{self.name}-text")
+        self._text_tokenizer = copy.deepcopy(self.predictor.tokenizer)
+        self.batcher = Batcher(
+            lambda features: self.forward(features),
+            max_batch_size=cfg.max_batch_size,
+            max_wait_ms=cfg.max_wait_ms,
+            max_batch_tokens=cfg.max_batch_tokens,
+            max_queue=cfg.max_queue,
+            on_batch=on_batch,
+            name=self.name,
+        )
+        self.batcher.start()
+
+    async def warm_up(self) -> None:
+        """One short and one multi-window text through the whole path; then the model is ready."""
+        await self.predict(["warm up", "warm " * self.window])
+        self.ready = True
+
+    async def close(self) -> None:
+        """Answer everything queued, then stop the threads."""
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self._text_thread is not None:
+            self._text_thread.shutdown(wait=True)
+
+    # Answers -------------------------------------------------------------------------------
+
+    async def predict(
+        self, texts: list[str], top_k: int = 1, aggregate: str = "mean"
+    ) -> list[dict]:
+        """One answer per text; raises `QueueFull` or the model's error for its batch."""
+        if sum(len(t) for t in texts) <= INLINE_CHARS:
+            docs = self._split(texts, self.predictor.tokenizer)
+            logits = await self.batcher.submit([f for doc in docs for f in doc.windows])
+            return self._answers(docs, logits, top_k, aggregate)
+        loop = asyncio.get_running_loop()
+        thread = self._text_thread
+        docs = await loop.run_in_executor(thread, self._split, texts, self._text_tokenizer)
+        logits = await self.batcher.submit([f for doc in docs for f in doc.windows])
+        return await loop.run_in_executor(thread, self._answers, docs, logits, top_k, aggregate)
+
+    def _split(self, texts: list[str], tokenizer) -> list[windows.Document]:
+        task = self.predictor.task
+        return windows.split(self.task_name, task, tokenizer, texts, self.window, self.stride)
+
+    def _answers(self, docs, logits, top_k: int, aggregate: str) -> list[dict]:
+        p = self.predictor
+        per_doc, start = [], 0
+        for doc in docs:
+            per_doc.append(logits[start : start + len(doc.windows)])
+            start += len(doc.windows)
+        examples = [doc.example for doc in docs]
+        if self.task_name == "ner":
+            merged = [
+                windows.merge_words(d.windows, rows) for d, rows in zip(docs, per_doc, strict=True)
+            ]
+            features, rows = [m[0] for m in merged], [m[1] for m in merged]
+        else:
+            features = [doc.windows for doc in docs]
+            rows = [windows.aggregate(r, aggregate) for r in per_doc]
+        answers = p.task.decode(examples, features, rows, p.id2label, top_k)
+        for answer, doc in zip(answers, docs, strict=True):
+            answer["windows"] = len(doc.windows)
+        return answers
+
+
+def window_settings(predictor, config: ServeConfig) -> tuple[int, int]:
+    """(window, stride) in tokens, checked against the model's positions and special tokens."""
+    if not getattr(predictor.tokenizer, "is_fast", False):
+        raise GraftError(
+            f"bundle {predictor.path}: graft serve needs a fast (Rust) tokenizer for windows; "
+            "save the bundle's tokenizer with tokenizer.json"
+        )
+    window = config.window or predictor.max_length
+    config_file = Path(getattr(predictor, "path", "")) / "config.json"
+    model_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    limits = [
+        model_config.get("max_position_embeddings"),
+        getattr(predictor.tokenizer, "model_max_length", None),
+    ]
+    limit = min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=None)
+    if limit is not None and window > limit:
+        raise GraftError(f"--window {window} is longer than the model allows ({limit} tokens)")
+    room = window - predictor.tokenizer.num_special_tokens_to_add(pair=False)
+    stride = config.stride if config.stride is not None else room // 4
+    if stride >= room:
+        raise GraftError(
+            f"--stride {stride} must be smaller than a window's {room} text tokens "
+            f"(--window {window} less special tokens)"
+        )
+    return window, stride
+
+
+def serving_threads() -> int:
+    """Model threads by default: torch's default, less one core for HTTP and tokenizing.
+
+    On a busy machine, intra-op threads that share cores with the event loop stall at every
+    parallel region (measured: a tiny model's batch took 300+ ms instead of 2 ms on 2 cores).
+    """
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(torch.get_num_threads(), (cores or 1) - 1))
+
+
+def parse_spec(spec: str) -> tuple[str | None, Path]:
+    """`PATH` or `NAME=PATH` → (NAME or None, PATH)."""
+    if "=" in spec and not Path(spec).exists():
+        name, path = spec.split("=", 1)
+        return name, Path(path)
+    return None, Path(spec)
+
+
+def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
+    """Load each bundle, named NAME=, else by its manifest's name, else by its folder."""
+    from ..predictor import load
+
+    models: list[ServedModel] = []
+    threads = config.threads or serving_threads()
+    for spec in specs:
+        name, path = parse_spec(spec)
+        predictor = load(path, threads=threads, backend=config.backend)
+        name = name or predictor.manifest.get("name") or path.resolve().name
+        if not NAME.match(name):
+            raise GraftError(
+                f"bundle {path}: '{name}' cannot be a model name in a URL; choose one with "
+                "NAME=PATH (letters, digits, '.', '_', '-')"
+            )
+        if any(m.name == name for m in models):
+            raise GraftError(
+                f"two bundles are named '{name}'; name them apart with NAME=PATH "
+                f"(e.g. {name}-2={path})"
+            )
+        models.append(ServedModel(name, predictor, config))
+    if not models:
+        raise GraftError("no bundle to serve: give one or more bundle folders")
+    return models
