@@ -66,7 +66,7 @@ def run_trainer(args, examples, dev, out_dir: Path) -> dict:
         per_device_eval_batch_size=64,
         learning_rate=args.lr,
         num_train_epochs=1,
-        warmup_ratio=0.06,
+        warmup_steps=0.06,  # a float below 1 is a ratio of the steps (transformers 5)
         weight_decay=0.01,
         seed=args.seed,
         save_strategy="no",
