@@ -19,14 +19,8 @@ from pathlib import Path
 import torch
 
 from graftwork.compress.chain import measure
+from graftwork.machine import cpu_name
 from graftwork.pipeline import quiet_libraries
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:

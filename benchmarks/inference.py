@@ -22,14 +22,8 @@ import torch
 
 import graftwork
 from graftwork.data.readers import read_examples
+from graftwork.machine import cpu_name
 from graftwork.pipeline import quiet_libraries
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def timed(fn, repeats: int):

@@ -25,15 +25,9 @@ import graftwork
 from graftwork.compress.prune import apply_pruning, prune_bundle
 from graftwork.data.readers import read_examples
 from graftwork.infer import logits_for, torch_forward
+from graftwork.machine import cpu_name
 from graftwork.methods import count_parameters
 from graftwork.pipeline import setup_logging
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def load(bundle: Path, threads: int):

@@ -40,17 +40,11 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
+from graftwork.machine import cpu_name
 from graftwork.recipe import data_root
 from graftwork.serve.model import serving_threads
 
 LONG_TOKENS = (1_000, 5_000, 20_000)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def sst2_dev() -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,15 +21,9 @@ import torch
 
 from graftwork import backbones
 from graftwork.data.sampling import subsample
+from graftwork.machine import cpu_name
 from graftwork.pipeline import quiet_libraries, train
 from graftwork.recipe import DataConfig, TaskConfig, data_root
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def run_trainer(args, examples, dev, out_dir: Path) -> dict:

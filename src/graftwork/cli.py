@@ -92,6 +92,16 @@ def _results_table(result) -> None:
     out.print(f"bundle: {result.bundle}\nreport: {result.run_dir / 'report.html'}")
 
 
+def _train_verb(stage: str, recipe, overrides, resume: bool, overwrite: bool, nproc: int):
+    from . import pipeline
+
+    if nproc > 1 and not _distributed_child():
+        _relaunch(nproc)
+    result = getattr(pipeline, stage)(recipe, overrides or [], resume=resume, overwrite=overwrite)
+    if result.metrics:  # the main process prints
+        _results_table(result)
+
+
 @app.command()
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
@@ -101,13 +111,7 @@ def run(
     nproc: int = NPROC,
 ):
     """Run a whole recipe: train, evaluate, write the bundle and report.html."""
-    from . import pipeline
-
-    if nproc > 1 and not _distributed_child():
-        _relaunch(nproc)
-    result = pipeline.run(recipe, overrides or [], resume=resume, overwrite=overwrite)
-    if result.metrics:
-        _results_table(result)
+    _train_verb("run", recipe, overrides, resume, overwrite, nproc)
 
 
 @app.command()
@@ -119,13 +123,7 @@ def train(
     nproc: int = NPROC,
 ):
     """Train and evaluate; write the bundle and metrics.json (no report)."""
-    from . import pipeline
-
-    if nproc > 1 and not _distributed_child():
-        _relaunch(nproc)
-    result = pipeline.train(recipe, overrides or [], resume=resume, overwrite=overwrite)
-    if result.metrics:
-        _results_table(result)
+    _train_verb("train", recipe, overrides, resume, overwrite, nproc)
 
 
 @app.command("eval")

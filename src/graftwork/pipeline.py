@@ -24,6 +24,7 @@ from .data.readers import ReadResult, read_examples
 from .data.sampling import subsample
 from .errors import GraftError
 from .infer import evaluate_examples, torch_forward
+from .machine import describe
 from .methods import METHODS, count_parameters
 from .recipe import Recipe, load_recipe
 from .tasks import TASKS
@@ -208,6 +209,7 @@ def train_and_save(
                 s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
             },
             "processes": accelerator.num_processes,
+            "machine": describe(),
         }
         metrics["parameters"] = params
         manifest = {
