@@ -57,6 +57,11 @@ def test_overrides_apply_on_top_of_shorthand_sections():
     assert recipe.backbone.name == "minilm-l6" and recipe.backbone.allow_pickle is False
 
 
+def test_a_recipe_without_method_fine_tunes_in_full():
+    recipe = load_recipe({"name": "x"})
+    assert recipe.method.type == "full" and recipe.backbone.name == "minilm-l6"
+
+
 def test_missing_recipe_file_and_invalid_yaml(tmp_path):
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe(tmp_path / "nope.yaml")

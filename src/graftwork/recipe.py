@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .compress.config import CompressConfig
 from .errors import RecipeError
 from .methods import METHOD_CONFIGS, MethodConfig
+from .methods.full import FullConfig
 
 
 class _Section(BaseModel):
@@ -81,7 +82,7 @@ class Recipe(_Section):
     backbone: BackboneConfig = BackboneConfig()
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
-    method: MethodConfig = Field(default_factory=lambda: {"type": "full"})
+    method: MethodConfig = Field(default_factory=FullConfig)
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
     output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
