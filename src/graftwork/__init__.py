@@ -24,11 +24,19 @@ def run(recipe, overrides=None, resume: bool = False, overwrite: bool = False):
     return _run(recipe, overrides, resume=resume, overwrite=overwrite)
 
 
-def load(bundle, verify: bool = True, threads: int | None = None, backend: str = "auto"):
-    """Load a bundle for prediction and evaluation (backend: auto picks its fastest artifact)."""
+def load(
+    bundle,
+    verify: bool = True,
+    threads: int | None = None,
+    backend: str = "auto",
+    adapter: str | None = None,
+):
+    """Load a bundle for prediction and evaluation (backend: auto picks its fastest artifact;
+    adapter: which of an adapter bundle's adapters is active, default the one it was trained
+    with)."""
     from .predictor import load as _load
 
-    return _load(bundle, verify=verify, threads=threads, backend=backend)
+    return _load(bundle, verify=verify, threads=threads, backend=backend, adapter=adapter)
 
 
 __all__ = [

@@ -3,6 +3,8 @@
 The backend is the fastest artifact the bundle holds unless told otherwise: INT8 ONNX, then FP32
 ONNX (both only when their export passed its parity check), then PyTorch. The same functions
 serve the CLI (`graft predict`, `graft eval`), the Python API and the server.
+For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
+active (default: the one it was trained with; see `graftwork.methods.adapter`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .bundle import read_manifest
 from .data.readers import read_examples
 from .errors import BundleError
 from .infer import evaluate_examples, predict_examples, torch_forward
+from .methods.adapter import load_model, select_adapter
 from .recipe import DataConfig, TaskConfig
 from .tasks import TASKS
 
@@ -31,11 +34,15 @@ class Predictor:
         verify: bool = True,
         threads: int | None = None,
         backend: Backend = "auto",
+        adapter: str | None = None,
     ):
         from transformers import AutoTokenizer
 
         self.path = Path(bundle)
-        self.manifest = read_manifest(self.path, verify=verify)
+        # adapter bundles: which adapter is active (None: the one trained; no-op for others)
+        self.manifest, self.adapter = select_adapter(
+            self.path, read_manifest(self.path, verify=verify), adapter
+        )
         if threads:
             torch.set_num_threads(threads)
         recipe = self.manifest["recipe"]
@@ -77,7 +84,7 @@ class Predictor:
         if self._model is None:
             from .compress.prune import apply_pruning
 
-            model = self.task.model_class().from_pretrained(str(self.path), use_safetensors=True)
+            model = load_model(self.task.model_class(), self.path, self.adapter)
             self._model = apply_pruning(model, self.manifest).eval()  # no-op unless pruned
         return self._model
 
@@ -130,5 +137,6 @@ def load(
     verify: bool = True,
     threads: int | None = None,
     backend: Backend = "auto",
+    adapter: str | None = None,
 ) -> Predictor:
-    return Predictor(bundle, verify=verify, threads=threads, backend=backend)
+    return Predictor(bundle, verify=verify, threads=threads, backend=backend, adapter=adapter)

@@ -132,6 +132,11 @@ def distill(teacher_bundle: Path, recipe=None, overrides: list[str] | None = Non
     from ..predictor import Predictor
 
     manifest = read_manifest(teacher_bundle)
+    if manifest.get("method") == "adapter":
+        raise GraftError(
+            f"{teacher_bundle} keeps its adapter outside the model weights; distil from a full or "
+            "LoRA bundle (a copied student would lose the adapter)"
+        )
     if recipe is None:
         recipe = dict(manifest["recipe"])
         recipe["name"] = f"{manifest['name']}-student"

@@ -386,6 +386,11 @@ def prune_bundle(
         raise GraftError(
             f"{bundle} is already pruned; prune the original bundle again with larger fractions"
         )
+    if manifest.get("method") == "adapter":
+        raise GraftError(
+            f"{bundle} was trained with bottleneck adapters on a frozen backbone; pruning would "
+            "change the backbone the adapters were trained for. Prune a full or LoRA bundle."
+        )
     model = predictor.model
     find_layers(model)  # refuse other architectures before reading any data
     recipe = load_recipe(manifest["recipe"])

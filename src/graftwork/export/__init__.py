@@ -10,6 +10,7 @@ from ..bundle import write_bundle
 from ..data.readers import read_examples
 from ..errors import GraftError
 from ..infer import logits_for, torch_forward
+from ..methods.adapter import load_model
 from ..recipe import load_recipe
 from . import onnx as onnx_export
 
@@ -59,8 +60,8 @@ def export_bundle(
         work = Path(work)
         fp32 = work / onnx_export.FP32
         # eager attention traces to the pattern ONNX Runtime fuses into one Attention node
-        eager = task.model_class().from_pretrained(
-            str(bundle), use_safetensors=True, attn_implementation="eager"
+        eager = load_model(
+            task.model_class(), bundle, predictor.adapter, attn_implementation="eager"
         )
         onnx_export.export_fp32(eager, tokenizer, fp32)
         fused = onnx_export.fuse(fp32, predictor.model.config)

@@ -13,12 +13,18 @@ from typing import Annotated
 
 from pydantic import Field
 
-from . import full, lora
+from . import adapter, full, lora
 
-METHODS = {"full": full, "lora": lora}
-METHOD_CONFIGS = {"full": full.FullConfig, "lora": lora.LoraConfig}
+METHODS = {"full": full, "lora": lora, "adapter": adapter}
+METHOD_CONFIGS = {
+    "full": full.FullConfig,
+    "lora": lora.LoraConfig,
+    "adapter": adapter.AdapterConfig,
+}
 
-MethodConfig = Annotated[full.FullConfig | lora.LoraConfig, Field(discriminator="type")]
+MethodConfig = Annotated[
+    full.FullConfig | lora.LoraConfig | adapter.AdapterConfig, Field(discriminator="type")
+]
 
 
 def head_modules(model) -> list[str]:

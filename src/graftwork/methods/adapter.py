@@ -1,0 +1,413 @@
+"""Bottleneck adapters (Houlsby, Pfeiffer): a small residual MLP per layer, backbone frozen.
+
+An adapter maps a hidden state h to h + up(act(down(h))), with `down` to hidden // reduction
+units. `up` starts at zero, so a freshly adapted model computes exactly what the backbone does.
+Houlsby places one after each layer's attention output projection and one after its FFN output
+projection (`attention.output.dense`, `output.dense`), Pfeiffer only the FFN one; in both, the
+adapter acts before the layer's dropout, residual sum and LayerNorm. The adapters are
+`nn.Module`s registered as the child `adapter` of `BertSelfOutput`/`BertOutput` (so
+`named_parameters`, `state_dict`, optimizers and checkpoints see them) and run by a forward
+hook on the projection; the transformers model is neither subclassed nor wrapped. The backbone
+is frozen; the adapters and the task head (`head_modules`) train.
+
+A bundle trained this way holds:
+- at its root, a standard Hugging Face folder with the frozen backbone and the trained head,
+  *without* the adapter. Adapters are non-linear, so (unlike LoRA) they cannot be merged into
+  the linear weights, and transformers cannot load the adapted architecture: a full copy would
+  be dropped as unexpected keys just the same. Plain `from_pretrained(bundle)` therefore gives
+  the backbone and head without the adapter, whose predictions are NOT the trained model's;
+- `adapters/NAME/adapter_model.safetensors` (adapter and head weights only: a few hundred KB
+  for MiniLM) and `adapters/NAME/adapter_config.json` (the config, labels, architecture and
+  the sha256 of the frozen backbone it was trained on).
+`graftwork.load(bundle)` re-inserts the adapter the bundle was trained with;
+`graftwork.load(bundle, adapter="finance")` another one put there by `add_adapter`, which
+accepts only adapters trained on the same frozen backbone (same sha256). The manifest lists
+every adapter through its hashed files (`adapters/NAME/...` in `files`).
+
+Written by hand: `adapters` (the maintained bottleneck-adapter library; 1.3.0 requires
+transformers ~=4.57.6, and graftwork runs on transformers 5) does not install beside
+transformers 5, and peft has no bottleneck adapters.
+
+Leaves out: architectures other than the BERT family (BERT, RoBERTa, ELECTRA, MiniLM:
+`base_model.encoder.layer[i]`); Pfeiffer's re-use of the layer's own LayerNorm around the
+adapter (the `adapters` library's SeqBn layout) and adapters without their own residual;
+parallel, stacked and fused adapters; more than one adapter active in one model at a time
+(switch by loading the bundle with another `adapter=`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..bundle import MANIFEST, read_manifest, sha256
+from ..errors import BundleError, GraftError, RecipeError
+
+ADAPTERS_DIR = "adapters"
+WEIGHTS = "adapter_model.safetensors"
+CONFIG_FILE = "adapter_config.json"
+FORMAT = "graftwork-adapter/1"
+ATTR = "adapter"  # the child module name on BertSelfOutput / BertOutput
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class AdapterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["adapter"] = "adapter"
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby",
+        description="houlsby: after attention and after FFN in every layer; pfeiffer: FFN only.",
+    )
+    reduction: int = Field(16, ge=1, description="Bottleneck size is hidden_size // reduction.")
+    activation: Literal["relu", "gelu"] = "relu"
+    name: str = Field(
+        "default", pattern=NAME_PATTERN, description="Folder under adapters/ in the bundle."
+    )
+    init_scale: float = Field(
+        0.02, gt=0, description="Std of the down projection's init; up starts at zero."
+    )
+
+
+class Bottleneck(nn.Module):
+    """h → h + up(act(down(h))); `up` starts at zero, so the block starts as the identity."""
+
+    def __init__(self, hidden: int, config: AdapterConfig):
+        super().__init__()
+        size = hidden // config.reduction
+        self.config = config
+        self.down = nn.Linear(hidden, size)
+        self.act = ACTIVATIONS[config.activation]()
+        self.up = nn.Linear(size, hidden)
+        nn.init.normal_(self.down.weight, std=config.init_scale)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self._handle = None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.up(self.act(self.down(hidden)))
+
+    def hook_after(self, projection: nn.Module) -> None:
+        self._handle = projection.register_forward_hook(self._after)
+
+    def unhook(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _after(self, module, args, output):
+        return self(output)
+
+
+# ---------------------------------------------------------------- the method
+
+
+def apply(model, config: AdapterConfig):
+    """Freeze the backbone, insert the adapters, keep the task head trainable."""
+    from . import head_modules
+
+    model.requires_grad_(False)
+    insert(model, config)
+    for name in head_modules(model):
+        getattr(model, name).requires_grad_(True)
+    return model
+
+
+def finish(model, out_dir: Path):
+    """Write `adapters/NAME/` and return the model without adapters (backbone and head)."""
+    adapters = _adapters(model)
+    if not adapters:
+        raise GraftError("finish: the model holds no adapters; was it built with method adapter?")
+    save_adapter(model, Path(out_dir) / ADAPTERS_DIR / adapters[0].config.name)
+    remove(model)
+    return model
+
+
+# ---------------------------------------------------------------- insertion
+
+
+def sites(model, placement: str) -> list[nn.Module]:
+    """The output modules (with a `dense` projection) that get an adapter, layer by layer."""
+    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    found = []
+    try:
+        for block in layers:
+            pair = [block.attention.output, block.output]
+            found += pair if placement == "houlsby" else pair[1:]
+    except (TypeError, AttributeError):
+        found = []
+    if not found or not all(isinstance(getattr(s, "dense", None), nn.Linear) for s in found):
+        raise GraftError(
+            f"method adapter supports BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM: "
+            f"base_model.encoder.layer[i] with attention.output.dense and output.dense); "
+            f"{type(model).__name__} is laid out differently. Use method lora or full for it"
+        )
+    return found
+
+
+def insert(model, config: AdapterConfig) -> list[Bottleneck]:
+    """Add a zero-initialised adapter at every site of `config.placement`."""
+    targets = sites(model, config.placement)
+    hidden = targets[0].dense.out_features
+    if hidden // config.reduction < 1:
+        raise RecipeError(
+            f"method.reduction {config.reduction} leaves no bottleneck for hidden size {hidden}; "
+            f"use a reduction of at most {hidden}"
+        )
+    if _adapters(model):
+        raise GraftError(f"{type(model).__name__} already holds adapters; insert only once")
+    weight = targets[0].dense.weight
+    added = []
+    for site in targets:
+        adapter = Bottleneck(hidden, config).to(device=weight.device, dtype=weight.dtype)
+        site.add_module(ATTR, adapter)
+        adapter.hook_after(site.dense)
+        added.append(adapter)
+    return added
+
+
+def remove(model) -> None:
+    """Take every adapter (module and hook) out of `model`, leaving the plain model."""
+    for site in list(model.modules()):
+        adapter = getattr(site, ATTR, None)
+        if isinstance(adapter, Bottleneck):
+            adapter.unhook()
+            delattr(site, ATTR)
+
+
+def _adapters(model) -> list[Bottleneck]:
+    return [m for m in model.modules() if isinstance(m, Bottleneck)]
+
+
+# ---------------------------------------------------------------- adapter files
+
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    """The weights an adapter folder holds: every adapter's and the task head's."""
+    from . import head_modules
+
+    heads = tuple(f"{name}." for name in head_modules(model))
+    return {
+        key: value
+        for key, value in model.state_dict().items()
+        if ATTR in key.split(".") or key.startswith(heads)
+    }
+
+
+def backbone_sha256(model) -> str:
+    """A digest of the frozen backbone's weights (adapters excluded): an adapter only fits
+    the exact backbone it was trained on."""
+    prefix = f"{model.base_model_prefix}."
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        if key.startswith(prefix) and ATTR not in key.split("."):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{key}:{tuple(value.shape)}:{value.dtype};".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_adapter(model, folder: Path) -> Path:
+    """Write the adapter and head weights (safetensors) and `adapter_config.json`."""
+    from safetensors.torch import save_file
+
+    from . import head_modules
+
+    adapters = _adapters(model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in adapter_state(model).items()}
+    save_file(tensors, str(folder / WEIGHTS))
+    config = model.config
+    meta = {
+        "format": FORMAT,
+        "config": adapters[0].config.model_dump(mode="json"),
+        "architecture": type(model).__name__,
+        "hidden_size": adapters[0].up.out_features,
+        "adapters": len(adapters),
+        "labels": [config.id2label[i] for i in range(config.num_labels)],
+        "head": head_modules(model),
+        "backbone_sha256": backbone_sha256(model),
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return folder
+
+
+def read_meta(folder: Path) -> dict:
+    """`adapter_config.json` of an adapter folder, checked for the fields graftwork needs."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file() or not (Path(folder) / WEIGHTS).is_file():
+        raise BundleError(
+            f"{folder} is not an adapter folder (it needs {CONFIG_FILE} and {WEIGHTS}); pass "
+            f"BUNDLE/{ADAPTERS_DIR}/NAME of a bundle trained with method adapter"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); the adapter is damaged") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    return meta
+
+
+def load_adapter(model, folder: Path):
+    """Insert the adapter saved in `folder` into `model` and load its adapter and head weights.
+
+    The model's head must already have as many labels as the adapter's."""
+    from safetensors.torch import load_file
+
+    meta = read_meta(folder)
+    if meta["architecture"] != type(model).__name__:
+        raise BundleError(
+            f"adapter {folder} was trained on a {meta['architecture']}, not a "
+            f"{type(model).__name__}"
+        )
+    try:
+        config = AdapterConfig(**meta["config"])
+    except ValueError as exc:
+        raise BundleError(f"adapter {folder}: invalid config in {CONFIG_FILE}: {exc}") from None
+    insert(model, config)
+    tensors = load_file(str(Path(folder) / WEIGHTS))
+    expected = set(adapter_state(model))
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise BundleError(
+            f"adapter {folder} does not fit the model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}; the adapter was written for another layout"
+        )
+    try:
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:
+        raise BundleError(f"adapter {folder} does not fit the model: {exc}") from None
+    return model
+
+
+# ---------------------------------------------------------------- adapters in a bundle
+
+
+def adapter_names(manifest: dict) -> list[str]:
+    """The adapters a bundle holds, from the hashed files its manifest lists."""
+    names = set()
+    for rel in manifest.get("files", {}):
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[0] == ADAPTERS_DIR and parts[2] == CONFIG_FILE:
+            names.add(parts[1])
+    return sorted(names)
+
+
+def trained_adapter(manifest: dict) -> str | None:
+    """The adapter a bundle was trained with (its root holds that adapter's head)."""
+    if manifest.get("method") != "adapter":
+        return None
+    return ((manifest.get("recipe") or {}).get("method") or {}).get("name", "default")
+
+
+def select_adapter(bundle: Path, manifest: dict, name: str | None) -> tuple[dict, str | None]:
+    """(manifest as seen with adapter `name` active, the adapter's name or None).
+
+    `None` picks the adapter the bundle was trained with. For another adapter the view has its
+    labels, and neither the metrics nor the ONNX artifacts (both belong to the trained one)."""
+    available = adapter_names(manifest)
+    trained = trained_adapter(manifest)
+    if trained is not None and trained not in available:
+        raise BundleError(
+            f"bundle {bundle} was trained with adapter '{trained}' but holds no "
+            f"{ADAPTERS_DIR}/{trained}/ (its root weights are the backbone without the "
+            "adapter); re-create the bundle with graft train"
+        )
+    if name is None or name == trained:
+        return manifest, trained
+    if not available:
+        raise BundleError(
+            f"bundle {bundle} holds no adapters (method {manifest.get('method')}); "
+            f"adapter='{name}' needs a bundle trained with method adapter"
+        )
+    if name not in available:
+        raise BundleError(
+            f"bundle {bundle} has no adapter '{name}'; available: {', '.join(available)}"
+        )
+    view = {k: v for k, v in manifest.items() if k not in ("metrics", "artifacts")}
+    view["labels"] = read_meta(Path(bundle) / ADAPTERS_DIR / name)["labels"]
+    return view, name
+
+
+def load_model(model_class, bundle: Path, adapter: str | None, **kwargs):
+    """The bundle's PyTorch model, with `adapter` (from `select_adapter`) inserted if given;
+    `kwargs` go to `from_pretrained` (for example attn_implementation)."""
+    if adapter is None:
+        return model_class.from_pretrained(str(bundle), use_safetensors=True, **kwargs)
+    folder = Path(bundle) / ADAPTERS_DIR / adapter
+    labels = read_meta(folder)["labels"]
+    root = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
+    model = model_class.from_pretrained(
+        str(bundle),
+        use_safetensors=True,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        # another adapter's head may have another label count; its weights replace the root's
+        ignore_mismatched_sizes=len(labels) != len(root.get("id2label", {})),
+        **kwargs,
+    )
+    return load_adapter(model, folder)
+
+
+def add_adapter(bundle: str | Path, adapter_dir: str | Path, name: str) -> list[str]:
+    """Copy a trained adapter folder (OTHER_BUNDLE/adapters/NAME) into `bundle` as `name`.
+
+    The adapter must have been trained on the same frozen backbone and architecture as the
+    bundle's own adapter. Returns the names of all adapters the bundle then holds."""
+    bundle, adapter_dir = Path(bundle), Path(adapter_dir)
+    manifest = read_manifest(bundle, verify=True)
+    _, trained = select_adapter(bundle, manifest, None)
+    if trained is None:
+        raise BundleError(
+            f"bundle {bundle} was trained with method {manifest.get('method')}, whose backbone "
+            "is not the frozen one adapters are trained on; add adapters to a bundle trained "
+            "with method adapter"
+        )
+    if not re.match(NAME_PATTERN, name):
+        raise BundleError(
+            f"adapter name {name!r} is not allowed; use letters, digits, '_', '-' and '.' "
+            "(up to 64, not starting with '_', '-' or '.')"
+        )
+    if name in adapter_names(manifest):
+        raise BundleError(f"bundle {bundle} already holds an adapter '{name}'; choose another name")
+    meta = read_meta(adapter_dir)
+    own = read_meta(bundle / ADAPTERS_DIR / trained)
+    if meta["architecture"] != own["architecture"]:
+        raise BundleError(
+            f"adapter {adapter_dir} was trained on a {meta['architecture']}; bundle {bundle} "
+            f"is a {own['architecture']} (same task and backbone needed)"
+        )
+    if meta["backbone_sha256"] != own["backbone_sha256"]:
+        raise BundleError(
+            f"adapter {adapter_dir} was trained on other backbone weights than bundle {bundle} "
+            "(backbone_sha256 differs); an adapter only works on the backbone it was trained on"
+        )
+    target = bundle / ADAPTERS_DIR / name
+    tmp = bundle / ADAPTERS_DIR / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file in (CONFIG_FILE, WEIGHTS):
+        shutil.copyfile(adapter_dir / file, tmp / file)
+    shutil.rmtree(target, ignore_errors=True)  # a leftover the manifest never listed
+    tmp.rename(target)
+    files = dict(manifest["files"])
+    files.update({f"{ADAPTERS_DIR}/{name}/{f}": sha256(target / f) for f in (CONFIG_FILE, WEIGHTS)})
+    manifest["files"] = dict(sorted(files.items()))
+    path = bundle / MANIFEST
+    tmp_manifest = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    tmp_manifest.replace(path)
+    return adapter_names(manifest)
