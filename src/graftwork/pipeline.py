@@ -189,7 +189,7 @@ def train_and_save(
         splits.tokenizer.pad_token_id,
         fingerprint(recipe),
         resume=resume,
-        **({"loss_fn": loss_fn} if loss_fn else {}),
+        loss_fn=loss_fn,
     )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
