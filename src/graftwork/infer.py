@@ -49,6 +49,18 @@ def evaluate_examples(
     return task.evaluate(examples, features, logits, labels, id2label)
 
 
+def evaluate_sets(
+    forward, tokenizer, task, sets: dict, id2label, max_length: int, batch_size: int
+) -> dict:
+    """`evaluate_examples` for each named labelled set (a ReadResult: examples and path)."""
+    return {
+        name: evaluate_examples(
+            forward, tokenizer, task, result.examples, id2label, max_length, batch_size, result.path
+        )
+        for name, result in sets.items()
+    }
+
+
 def predict_examples(
     forward,
     tokenizer,

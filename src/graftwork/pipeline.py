@@ -23,7 +23,7 @@ from .data.encode import label_ids
 from .data.readers import ReadResult, read_examples
 from .data.sampling import subsample
 from .errors import GraftError
-from .infer import evaluate_examples, torch_forward
+from .infer import evaluate_sets, torch_forward
 from .machine import describe
 from .methods import METHODS, count_parameters
 from .recipe import Recipe, load_recipe
@@ -237,19 +237,17 @@ def train_and_save(
 
 
 def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
-    metrics = {}
-    for split, result in splits.evals.items():
-        metrics[split] = evaluate_examples(
-            torch_forward(model),
-            splits.tokenizer,
-            splits.task,
-            result.examples,
-            dict(enumerate(splits.labels)),
-            recipe.data.max_length,
-            recipe.train.eval_batch_size,
-            result.path,
-        )
-        log.info("%s: %s", split, _headline(metrics[split]))
+    metrics = evaluate_sets(
+        torch_forward(model),
+        splits.tokenizer,
+        splits.task,
+        splits.evals,
+        dict(enumerate(splits.labels)),
+        recipe.data.max_length,
+        recipe.train.eval_batch_size,
+    )
+    for split, values in metrics.items():
+        log.info("%s: %s", split, _headline(values))
     return metrics
 
 

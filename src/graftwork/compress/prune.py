@@ -44,7 +44,7 @@ from ..data.batching import collate, inference_batches
 from ..data.readers import ReadResult, read_examples
 from ..data.sampling import subsample
 from ..errors import BundleError, GraftError
-from ..infer import evaluate_examples, torch_forward
+from ..infer import evaluate_sets, torch_forward
 from ..methods import count_parameters
 from ..recipe import load_recipe
 from ..train.loop import fit, make_accelerator, summed_loss
@@ -311,20 +311,15 @@ def _check_fraction(name: str, value: float) -> None:
 
 
 def _evaluate(model, predictor, eval_sets: dict[str, ReadResult], batch_size: int) -> dict:
-    forward = torch_forward(model)
-    return {
-        split: evaluate_examples(
-            forward,
-            predictor.tokenizer,
-            predictor.task,
-            result.examples,
-            predictor.id2label,
-            predictor.max_length,
-            batch_size,
-            result.path,
-        )
-        for split, result in eval_sets.items()
-    }
+    return evaluate_sets(
+        torch_forward(model),
+        predictor.tokenizer,
+        predictor.task,
+        eval_sets,
+        predictor.id2label,
+        predictor.max_length,
+        batch_size,
+    )
 
 
 def _recover(model, features, targets, cfg, pad_id: int):

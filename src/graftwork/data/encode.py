@@ -34,6 +34,11 @@ def label_ids(examples: list[dict], key: str, label2id: dict[str, int], path: Pa
     return out
 
 
+def model_inputs(enc) -> list[str]:
+    """The tokenizer outputs a model takes (token_type_ids only where the tokenizer makes them)."""
+    return [k for k in ("input_ids", "token_type_ids") if k in enc]
+
+
 def encode_texts(tokenizer, examples: list[dict], max_length: int) -> list[dict]:
     texts = [e["text"] for e in examples]
     pairs = [e.get("text_pair") for e in examples]
@@ -43,7 +48,7 @@ def encode_texts(tokenizer, examples: list[dict], max_length: int) -> list[dict]
         truncation=True,
         max_length=max_length,
     )
-    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    keys = model_inputs(enc)
     return [{k: enc[k][i] for k in keys} for i in range(len(examples))]
 
 
@@ -54,7 +59,7 @@ def encode_words(tokenizer, examples: list[dict], max_length: int) -> list[dict]
         truncation=True,
         max_length=max_length,
     )
-    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    keys = model_inputs(enc)
     features = []
     for i in range(len(examples)):
         feature = {k: enc[k][i] for k in keys}

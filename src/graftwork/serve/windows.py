@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.encode import model_inputs
+
 AGGREGATES = ("mean", "max")
 
 
@@ -45,10 +47,6 @@ def split(task_name: str, task, tokenizer, texts: list[str], window: int, stride
     return [Document(e, w) for e, w in zip(examples, windows, strict=True)]
 
 
-def _model_keys(enc) -> list[str]:
-    return [k for k in ("input_ids", "token_type_ids") if k in enc]
-
-
 def split_texts(tokenizer, texts: list[str], window: int, stride: int) -> list[list[dict]]:
     """Per text, its windows' features (`input_ids`, and `token_type_ids` if the model has them)."""
     enc = tokenizer(
@@ -59,7 +57,7 @@ def split_texts(tokenizer, texts: list[str], window: int, stride: int) -> list[l
         return_overflowing_tokens=True,
     )
     out: list[list[dict]] = [[] for _ in texts]
-    keys = _model_keys(enc)
+    keys = model_inputs(enc)
     for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
         out[sample].append({k: enc[k][i] for k in keys})
     return out
@@ -77,7 +75,7 @@ def split_words(tokenizer, words: list[list[str]], window: int, stride: int) -> 
         return_offsets_mapping=True,
     )
     out: list[list[dict]] = [[] for _ in words]
-    keys = _model_keys(enc)
+    keys = model_inputs(enc)
     for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
         feature = {k: enc[k][i] for k in keys}
         word_ids = enc.word_ids(i)
