@@ -167,6 +167,7 @@ def train_and_save(
     resume: bool = False,
     loss_fn=None,
     manifest_extra: dict | None = None,
+    on_step=None,
 ) -> RunResult:
     """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json."""
     cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
@@ -190,6 +191,7 @@ def train_and_save(
         fingerprint(recipe),
         resume=resume,
         loss_fn=loss_fn,
+        on_step=on_step,
     )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)

@@ -86,11 +86,15 @@ def fit(
     fingerprint: dict,
     resume: bool = False,
     loss_fn=None,
+    on_step=None,
 ):
     """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
 
     `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
-    cross-entropy, `summed_loss`); distillation passes its own."""
+    cross-entropy, `summed_loss`); distillation passes its own. `on_step(step, steps)` is called
+    before every batch with the optimizer step it belongs to (0-based) and the total: schedules
+    that depend on progress (gradual unfreezing, the DANN λ) hang there, and because the step
+    is restored on resume, so are they."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -126,6 +130,8 @@ def fit(
             batch = collate([features[i] for i in mine], pad_id, [labels[i] for i in mine])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             boundary = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(batches)
+            if on_step is not None:
+                on_step(state.step, steps)
             # normalise by the global batch's labelled items, so every process's share of the
             # gradient adds up (DDP averages over processes) to the one-process gradient
             share = max(1, labelled([labels[i] for i in global_batch])) / world
