@@ -168,6 +168,7 @@ def train_and_save(
     loss_fn=None,
     manifest_extra: dict | None = None,
     on_step=None,
+    lr_scales: dict | None = None,
 ) -> RunResult:
     """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json."""
     cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
@@ -192,6 +193,7 @@ def train_and_save(
         resume=resume,
         loss_fn=loss_fn,
         on_step=on_step,
+        lr_scales=lr_scales,
     )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
@@ -271,7 +273,31 @@ def train(
     )
     method = METHODS[recipe.method.type]
     model = method.apply(model, recipe.method)
-    return train_and_save(recipe, accelerator, splits, model, method, resume=resume)
+    lr_scales, on_step = method_schedules(method, model, recipe, accelerator)
+    return train_and_save(
+        recipe,
+        accelerator,
+        splits,
+        model,
+        method,
+        resume=resume,
+        on_step=on_step,
+        lr_scales=lr_scales,
+    )
+
+
+def method_schedules(method, model, recipe: Recipe, accelerator):
+    """The method's learning-rate multipliers and step schedule, when it has them."""
+    scales = getattr(method, "lr_scales", None)
+    schedule = getattr(method, "schedule", None)
+    lr_scales = scales(model, recipe.method) if scales else None
+    on_step = schedule(model, recipe.method) if schedule else None
+    if on_step is not None and accelerator.num_processes > 1:
+        raise GraftError(
+            f"recipe {recipe.name}: gradual unfreezing changes which parameters train during the "
+            "run, which data-parallel training cannot follow; run it with one process"
+        )
+    return lr_scales, on_step
 
 
 def run(

@@ -37,17 +37,19 @@ def make_accelerator(cfg: TrainConfig):
     return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
 
 
-def param_groups(model, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm weights (the usual BERT recipe)."""
-    decay, no_decay = [], []
+def param_groups(model, weight_decay: float, lr: float, lr_scales: dict | None = None):
+    """No weight decay on biases and LayerNorm weights (the usual BERT recipe); one group per
+    learning-rate multiplier when the method sets them (layer-wise LR decay)."""
+    groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         skip = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
-        (no_decay if skip else decay).append(param)
+        scale = (lr_scales or {}).get(name, 1.0)
+        groups.setdefault((scale, skip), []).append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": 0.0 if skip else weight_decay, "lr": lr * scale}
+        for (scale, skip), params in sorted(groups.items(), key=lambda item: item[0])
     ]
 
 
@@ -87,21 +89,24 @@ def fit(
     resume: bool = False,
     loss_fn=None,
     on_step=None,
+    lr_scales: dict | None = None,
 ):
     """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
 
-    `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
-    cross-entropy, `summed_loss`); distillation passes its own. `on_step(step, steps)` is called
-    before every batch with the optimizer step it belongs to (0-based) and the total: schedules
-    that depend on progress (gradual unfreezing, the DANN λ) hang there, and because the step
-    is restored on resume, so are they."""
+        `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
+        cross-entropy, `summed_loss`); distillation passes its own. `on_step(step, steps)` is called
+        before every batch with the optimizer step it belongs to (0-based) and the total: schedules
+        that depend on progress (gradual unfreezing, the DANN λ) hang there, and because the step
+        is restored on resume, so are they. `lr_scales` maps parameter names to multipliers of
+    `cfg.lr` (layer-wise decay)."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
     loss_fn = loss_fn or summed_loss
     lengths = [len(f["input_ids"]) for f in features]
     steps = total_steps(len(features), cfg)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, lr_scales)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState(fingerprint=fingerprint)
