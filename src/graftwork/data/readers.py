@@ -5,7 +5,9 @@ and CoNLL column files (one token a line, blank line between sentences; token an
 configurable, whitespace- or tab-separated). Classification examples are
 `{"text", "text_pair", "label", "line"}`; NER examples are `{"tokens", "tags", "line"}`.
 With `on_bad_rows: skip` a bad row (or a whole bad sentence) is dropped and counted instead of
-stopping the run. Tokenization is not done here (see `encode.py`).
+stopping the run. `drop_labels` reads the tags of the named entity types as O (to align label
+sets across corpora: CoNLL-2003 without MISC is WikiANN's PER/ORG/LOC). Tokenization is not
+done here (see `encode.py`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,16 @@ def read_examples(
         _read_table(rows, task, data, "\t" if fmt == "tsv" else ",", fmt == "csv", require_labels)
     if not rows.result.examples:
         raise DataError(f"{path}: no examples found; is it the right file and format ({fmt})?")
+    if task.type == "ner" and data.drop_labels:
+        drop_entity_types(rows.result.examples, set(data.drop_labels))
     return rows.finish()
+
+
+def drop_entity_types(examples: list[dict], types: set[str]) -> None:
+    """Read the tags of entity `types` as O (B-MISC, I-MISC → O for types {MISC}), in place."""
+    for example in examples:
+        if example.get("tags") is not None:
+            example["tags"] = ["O" if tag[2:] in types else tag for tag in example["tags"]]
 
 
 # ---------------------------------------------------------------- classification
