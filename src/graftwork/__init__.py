@@ -30,13 +30,16 @@ def load(
     threads: int | None = None,
     backend: str = "auto",
     adapter: str | None = None,
+    task: str | None = None,
 ):
     """Load a bundle for prediction and evaluation (backend: auto picks its fastest artifact;
     adapter: which of an adapter bundle's adapters is active, default the one it was trained
-    with)."""
+    with; task: which task of a multi-task bundle answers, default the first)."""
     from .predictor import load as _load
 
-    return _load(bundle, verify=verify, threads=threads, backend=backend, adapter=adapter)
+    return _load(
+        bundle, verify=verify, threads=threads, backend=backend, adapter=adapter, task=task
+    )
 
 
 __all__ = [

@@ -48,6 +48,15 @@ def file_hashes(folder: Path) -> dict[str, str]:
     }
 
 
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Add format, versions, time and the sha256 of every file in `folder`; write it there."""
+    manifest = {"format": FORMAT, **manifest, "versions": versions()}
+    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest["files"] = file_hashes(folder)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
+
+
 def write_bundle(out_dir: Path, write: Callable[[Path], None], manifest: dict) -> Path:
     """Call `write(tmp)` to fill a temporary folder, add the manifest, then rename into place."""
     out_dir = Path(out_dir)
@@ -57,10 +66,7 @@ def write_bundle(out_dir: Path, write: Callable[[Path], None], manifest: dict) -
     tmp.mkdir()
     try:
         write(tmp)
-        manifest = {"format": FORMAT, **manifest, "versions": versions()}
-        manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        manifest["files"] = file_hashes(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        write_manifest(tmp, manifest)
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
         if out_dir.exists():
             out_dir.rename(old)

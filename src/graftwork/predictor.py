@@ -4,7 +4,8 @@ The backend is the fastest artifact the bundle holds unless told otherwise: INT8
 ONNX (both only when their export passed its parity check), then PyTorch. The same functions
 serve the CLI (`graft predict`, `graft eval`), the Python API and the server.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
-active (default: the one it was trained with; see `graftwork.methods.adapter`).
+active (default: the one it was trained with; see `graftwork.methods.adapter`); for a
+multi-task bundle, `task=` which task's head answers (default: the first; `graftwork.multitask`).
 """
 
 from __future__ import annotations
@@ -35,14 +36,25 @@ class Predictor:
         threads: int | None = None,
         backend: Backend = "auto",
         adapter: str | None = None,
+        task: str | None = None,
     ):
         from transformers import AutoTokenizer
 
+        from .multitask import task_folder
+
         self.path = Path(bundle)
+        if task is not None:  # multi-task bundles: one task's folder
+            self.path = task_folder(self.path, read_manifest(self.path, verify=verify), task)
         # adapter bundles: which adapter is active (None: the one trained; no-op for others)
         self.manifest, self.adapter = select_adapter(
             self.path, read_manifest(self.path, verify=verify), adapter
         )
+        if self.manifest.get("task") not in TASKS:
+            raise BundleError(
+                f"{self.path} holds a {self.manifest.get('task')!r} backbone, not a task model "
+                f"(graft pretrain writes these): fine-tune from it with `graft run RECIPE "
+                f"backbone={self.path}`"
+            )
         if threads:
             torch.set_num_threads(threads)
         recipe = self.manifest["recipe"]
@@ -138,5 +150,9 @@ def load(
     threads: int | None = None,
     backend: Backend = "auto",
     adapter: str | None = None,
+    task: str | None = None,
 ) -> Predictor:
-    return Predictor(bundle, verify=verify, threads=threads, backend=backend, adapter=adapter)
+    """A bundle ready to predict; `adapter=` and `task=` pick one of several it holds."""
+    return Predictor(
+        bundle, verify=verify, threads=threads, backend=backend, adapter=adapter, task=task
+    )

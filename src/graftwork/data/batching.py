@@ -72,6 +72,8 @@ def collate(
         batch["attention_mask"][row, :n] = 1
         if "token_type_ids" in batch:
             batch["token_type_ids"][row, :n] = torch.tensor(f["token_type_ids"])
+    if "task" in features[0]:  # multi-task: every batch holds one task's examples
+        batch["task"] = torch.tensor(features[0]["task"])
     if labels is not None:
         if isinstance(labels[0], list):
             batch["labels"] = torch.full((len(features), width), IGNORE, dtype=torch.long)

@@ -193,11 +193,12 @@ def parse_spec(spec: str) -> tuple[str | None, Path]:
 
 def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
     """Load each bundle, named NAME=, else by its manifest's name, else by its folder."""
+    from ..multitask import expand
     from ..predictor import load
 
     models: list[ServedModel] = []
     threads = config.threads or serving_threads()
-    for spec in specs:
+    for spec in expand(specs):  # a multi-task bundle serves each task
         name, path = parse_spec(spec)
         predictor = load(path, threads=threads, backend=config.backend)
         name = name or predictor.manifest.get("name") or path.resolve().name

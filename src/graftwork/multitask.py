@@ -1,0 +1,243 @@
+"""Multi-task learning: one shared encoder, one head per task, trained on interleaved batches.
+
+A recipe's `multitask:` section names the tasks, each with its own `task` and `data` sections
+(the recipe's top-level `task`/`data` are then unused and must stay empty). Every task gets the
+transformers model class of its type; all of them share one encoder module (the same tensors),
+so the optimizer, checkpoints and the trainable count see each shared weight once. Each batch
+holds one task's examples; which task comes next is drawn with probability ∝ n_t^(1/T) for
+n_t training examples (`sampling`: `proportional` T=1, `temperature` T=`temperature`, `equal`
+T=∞), from a generator seeded by (seed, epoch), so resume rebuilds the same sequence. An epoch
+is as many batches as all tasks' batches together; a task drawn more often than it has batches
+starts another pass over its examples.
+
+The bundle: its root is the first task's model (a standard Hugging Face folder, as for a single
+task), `tasks/NAME/` holds every other task as a complete bundle of its own (its head with the
+shared encoder, tokenizer, manifest), and the root manifest lists all tasks with their metrics.
+`graftwork.load(bundle, task=NAME)` (CLI `--task`) picks one; `graft serve BUNDLE` serves every
+task, named `BUNDLE-NAME-TASK`.
+
+Leaves out: methods other than `full` (LoRA/adapters per task would need per-task adapter
+switching inside one step), multi-process training (the loss routes through task models
+directly, outside DDP), and storing the shared encoder once (each task folder is standalone).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import BundleError, GraftError, RecipeError
+from .recipe import MultiTaskConfig
+
+log = logging.getLogger("graftwork")
+
+TASKS_DIR = "tasks"
+
+
+def task_recipes(recipe) -> dict:
+    """Task name → a single-task recipe (the shared sections with this task's task/data)."""
+    if recipe.data.train or recipe.data.eval or recipe.data.test:
+        raise RecipeError(
+            f"recipe {recipe.name}: with a multitask section, give each task's files under "
+            "multitask.tasks.NAME.data and leave the top-level data section empty"
+        )
+    if recipe.method.type != "full":
+        raise RecipeError(
+            f"recipe {recipe.name}: multitask training supports method full (got "
+            f"{recipe.method.type}); for LoRA or adapters, train one bundle per task"
+        )
+    return {
+        name: recipe.model_copy(update={"task": entry.task, "data": entry.data, "multitask": None})
+        for name, entry in recipe.multitask.tasks.items()
+    }
+
+
+def sampling_weights(sizes: list[int], config: MultiTaskConfig) -> list[float]:
+    """p_t ∝ n_t^(1/T), normalised."""
+    if config.sampling == "equal":
+        raw = [1.0 for _ in sizes]
+    else:
+        power = 1.0 if config.sampling == "proportional" else 1.0 / config.temperature
+        raw = [n**power for n in sizes]
+    total = sum(raw)
+    return [r / total for r in raw]
+
+
+def batch_plan(task_lengths: list[list[int]], cfg, config: MultiTaskConfig):
+    """`plan(epoch)`: the epoch's single-task batches of global example indices."""
+    from .data.batching import training_batches
+
+    offsets = [0]
+    for lengths in task_lengths:
+        offsets.append(offsets[-1] + len(lengths))
+    weights = torch.tensor(sampling_weights([len(x) for x in task_lengths], config))
+    counts = [math.ceil(len(x) / cfg.batch_size) for x in task_lengths]
+
+    def plan(epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
+        order = torch.multinomial(weights, sum(counts), replacement=True, generator=generator)
+        queues: list[list[list[int]]] = [[] for _ in task_lengths]
+        passes = [0 for _ in task_lengths]
+        batches = []
+        for t in order.tolist():
+            if not queues[t]:  # another pass over task t's examples, seeded by the pass
+                seed = cfg.seed + 104_729 * (t + 1)
+                queues[t] = training_batches(
+                    task_lengths[t], cfg.batch_size, seed, epoch * 1_000 + passes[t]
+                )
+                passes[t] += 1
+            batches.append([offsets[t] + i for i in queues[t].pop(0)])
+        return batches
+
+    return plan
+
+
+class MultiTaskModel(nn.Module):
+    """Task name → transformers model; all share the first one's encoder module."""
+
+    def __init__(self, models: dict[str, nn.Module]):
+        super().__init__()
+        self.heads = nn.ModuleDict(models)
+        first = next(iter(models.values()))
+        prefix = first.base_model_prefix
+        for model in models.values():
+            setattr(model, prefix, getattr(first, prefix))
+
+
+def train(recipe, accelerator, resume: bool = False):
+    """Train every task of `recipe.multitask` on one encoder; write the bundle (see module)."""
+    from . import backbones
+    from .pipeline import Splits, evaluate_splits, read_splits, train_and_save
+    from .train.loop import summed_loss
+
+    if accelerator.num_processes > 1:
+        raise GraftError(f"recipe {recipe.name}: multitask training runs in one process")
+    subs = task_recipes(recipe)
+    folder = backbones.resolve(recipe.backbone)
+    tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
+    splits = {name: read_splits(sub, tokenizer) for name, sub in subs.items()}
+    names = list(subs)
+    models = {}
+    for name in names:
+        torch.manual_seed(recipe.train.seed)
+        models[name] = backbones.load_model(
+            folder, recipe.backbone, splits[name].task.model_class(), splits[name].labels, tokenizer
+        )
+    model = MultiTaskModel(models)
+    model.requires_grad_(True)
+    features, targets = [], []
+    for t, name in enumerate(names):
+        features += [{**f, "task": t} for f in splits[name].features]
+        targets += splits[name].targets
+    weights = sampling_weights([len(splits[n].features) for n in names], recipe.multitask)
+    shares = zip(names, weights, strict=True)
+    log.info(
+        "multitask: %s",
+        ", ".join(f"{n} {len(splits[n].features)} examples (p={w:.3f})" for n, w in shares),
+    )
+    plan = batch_plan(
+        [[len(f["input_ids"]) for f in splits[n].features] for n in names],
+        recipe.train,
+        recipe.multitask,
+    )
+
+    def loss_fn(container, batch):
+        task = names[int(batch.pop("task"))]
+        return summed_loss(container.heads[task], batch)
+
+    def evaluate(container) -> dict:
+        per_task = {n: evaluate_splits(container.heads[n], splits[n], subs[n]) for n in names}
+        return {**per_task[names[0]], "tasks": per_task}
+
+    first = splits[names[0]]
+    combined = Splits(
+        first.task, tokenizer, first.labels, first.train, features, targets, first.evals
+    )
+    return train_and_save(
+        recipe,
+        accelerator,
+        combined,
+        model,
+        Finish(names, splits, subs),
+        resume=resume,
+        loss_fn=loss_fn,
+        batch_plan=plan,
+        evaluate=evaluate,
+        manifest_extra={
+            "task": subs[names[0]].task.type,
+            "labels": first.labels,
+            "recipe": subs[names[0]].model_dump(mode="json"),
+            "multitask": {
+                "tasks": {
+                    n: {"type": subs[n].task.type, "path": "." if i == 0 else f"{TASKS_DIR}/{n}"}
+                    for i, n in enumerate(names)
+                },
+                "sampling": recipe.multitask.sampling,
+                "weights": dict(zip(names, weights, strict=True)),
+                "recipe": recipe.model_dump(mode="json"),
+            },
+        },
+    )
+
+
+class Finish:
+    """The bundle writer for `train_and_save`: other tasks under tasks/, the first at the root."""
+
+    def __init__(self, names, splits, subs):
+        self.names, self.splits, self.subs = names, splits, subs
+
+    def finish(self, container, out_dir: Path):
+        from .bundle import write_manifest
+
+        for name in self.names[1:]:
+            folder = Path(out_dir) / TASKS_DIR / name
+            container.heads[name].save_pretrained(str(folder), safe_serialization=True)
+            self.splits[name].tokenizer.save_pretrained(str(folder))
+            sub = self.subs[name]
+            write_manifest(
+                folder,
+                {
+                    "name": f"{sub.name}-{name}",
+                    "task": sub.task.type,
+                    "labels": self.splits[name].labels,
+                    "method": sub.method.type,
+                    "backbone": sub.backbone.name,
+                    "recipe": sub.model_dump(mode="json"),
+                    "multitask_of": "../..",
+                },
+            )
+        return container.heads[self.names[0]]
+
+
+def task_folder(bundle: Path, manifest: dict, task: str | None) -> Path:
+    """The folder of `task` inside a multi-task bundle (the bundle itself for the first)."""
+    tasks = manifest.get("multitask", {}).get("tasks")
+    if task is None:
+        return bundle
+    if not tasks:
+        raise BundleError(f"bundle {bundle} holds one task; drop the task option")
+    if task not in tasks:
+        raise BundleError(f"bundle {bundle} has no task '{task}'; its tasks: {', '.join(tasks)}")
+    return bundle / tasks[task]["path"]
+
+
+def expand(specs: list[str]) -> list[str]:
+    """Serve specs with every task of a multi-task bundle as its own NAME=PATH."""
+    from .bundle import read_manifest
+    from .serve.model import parse_spec
+
+    out = []
+    for spec in specs:
+        name, path = parse_spec(spec)
+        manifest = read_manifest(path, verify=False) if (path / "graftwork.json").is_file() else {}
+        tasks = manifest.get("multitask", {}).get("tasks")
+        if not tasks:
+            out.append(spec)
+            continue
+        base = name or manifest.get("name") or path.resolve().name
+        out += [f"{base}-{task}={path / info['path']}" for task, info in tasks.items()]
+    return out
