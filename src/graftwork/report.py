@@ -135,14 +135,25 @@ def render(name: str, metrics: dict, manifest_info: dict) -> str:
         )
     )
     parts.append(loss_plot(train.get("loss_history", [])))
+    return _page(name, parts)
+
+
+def _page(title: str, parts: list[str]) -> str:
     style = (
-        "body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto}"
+        "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}"
     )
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def write_report(result) -> Path:
@@ -157,8 +168,53 @@ def write_report(result) -> Path:
         ),
         "bundle": str(result.bundle),
     }
-    path = Path(result.run_dir) / "report.html"
-    tmp = path.with_name(f".report.html.tmp-{os.getpid()}")
-    tmp.write_text(render(recipe.name, result.metrics, info), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return _write(Path(result.run_dir) / "report.html", render(recipe.name, result.metrics, info))
+
+
+def compare_plot(rows: list[dict]) -> str:
+    """Metric against trainable share (log scale); marker area ∝ memory training added."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        size = 20 + row["training_rss_mb"] / 4
+        ax.scatter(row["trainable_pct"], row["value"], s=size, alpha=0.6)
+        ax.annotate(row["method"], (row["trainable_pct"], row["value"]))
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (%)")
+    ax.set_ylabel(rows[0]["metric"] if rows else "metric")
+    ax.grid(alpha=0.3)
+    out = _svg(fig)
+    plt.close(fig)
+    return out
+
+
+COMPARE_COLUMNS = (
+    ("method", "method"),
+    ("value", "metric"),
+    ("trainable", "trainable"),
+    ("trainable_pct", "trainable %"),
+    ("examples_per_second", "train ex/s"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("training_rss_mb", "added by training MB"),
+    ("gpu_peak_mb", "GPU peak MB"),
+    ("bundle_mb", "bundle MB"),
+    ("task_specific_mb", "task-specific MB"),
+)
+
+
+def write_compare_report(path: Path, name: str, rows: list[dict], machine: dict) -> Path:
+    header = [label for _, label in COMPARE_COLUMNS]
+    if rows:
+        header[1] = f"{rows[0]['metric']} ({rows[0]['split']})"
+    body = [[row.get(key) for key, _ in COMPARE_COLUMNS] for row in rows]
+    parts = [
+        f"<h1>graftwork compare: {html.escape(name)}</h1>",
+        _table(["", ""], [[k, v] for k, v in machine.items()]),
+        _table(header, body),
+        compare_plot(rows),
+    ]
+    return _write(path, _page(f"compare: {name}", parts))

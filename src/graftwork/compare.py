@@ -1,0 +1,169 @@
+"""`graft compare`: one task under several adaptation methods, measured side by side.
+
+Each method trains in its own process (`graft train RECIPE method=M name=NAME-M ...`), so peak
+memory is that method's and nothing one run allocated stays behind for the next. The table
+holds, per method: the headline metric, trainable parameters (count and %), training
+examples/s, peak resident memory during training (and the part training added on top of the
+loaded model and data), GPU peak memory when on a GPU, the bundle's size and the size of what
+is specific to the task (what a second task on the same backbone adds).
+
+Learning rates: adapters, LoRA and the frozen head need larger ones than full fine-tuning; each
+method gets `DEFAULT_LR[method]` unless the recipe's method is that method already (its own lr
+is kept) or `--lr METHOD=VALUE` says otherwise. `--budget-minutes` gives every method the same
+training time (`train.max_minutes`; the LR schedule is planned for the full run, so a method cut
+short has not decayed its LR to zero).
+
+Leaves out: repeated seeds (one run per method; differences under about half a point on SST-2
+dev, 872 sentences, are within seed noise) and searching each method's hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import GraftError
+from .methods import METHODS
+from .recipe import load_recipe
+
+log = logging.getLogger("graftwork")
+
+# adapter: 3e-3 beat 1e-3 and 1e-2 on SST-2 (BENCHMARKS.md, "Adaptation methods")
+DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "adapter": 3e-3, "frozen": 5e-3}
+HEADLINE = {"classification": "accuracy", "ner": "f1"}
+
+
+def parse_lrs(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        method, sep, value = item.partition("=")
+        if not sep or method not in METHODS:
+            raise GraftError(f"--lr {item!r}: write METHOD=VALUE, METHOD one of {list(METHODS)}")
+        try:
+            out[method] = float(value)
+        except ValueError:
+            raise GraftError(f"--lr {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def folder_mb(path: Path) -> float:
+    if not path.exists():
+        return 0.0
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def task_specific_mb(bundle: Path, method: str, metrics: dict) -> float:
+    """What this task adds beside a shared backbone: the adapter, the head, or everything."""
+    if method == "lora":
+        return folder_mb(bundle / "adapter")
+    if method == "adapter":
+        return folder_mb(bundle / "adapters")
+    if method == "frozen":
+        return metrics["parameters"]["trainable"] * 4 / 2**20  # the head, in fp32
+    return folder_mb(bundle / "model.safetensors")
+
+
+def row(method: str, run_dir: Path, task: str) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    split = "test" if "test" in metrics else "eval"
+    metric = HEADLINE[task]
+    train, params = metrics["train"], metrics["parameters"]
+    return {
+        "method": method,
+        "metric": metric,
+        "split": split,
+        "value": metrics[split][metric],
+        "trainable": params["trainable"],
+        "trainable_pct": params["trainable_pct"],
+        "examples_per_second": train["examples_per_second"],
+        "examples_seen": train.get("examples_seen"),
+        "seconds": train["seconds"],
+        **train["memory"],
+        "bundle_mb": folder_mb(run_dir / "bundle"),
+        "task_specific_mb": task_specific_mb(run_dir / "bundle", method, metrics),
+        "run_dir": str(run_dir),
+    }
+
+
+def compare(
+    recipe_path: str | Path,
+    methods: list[str],
+    overrides: list[str] | None = None,
+    budget_minutes: float | None = None,
+    lrs: dict[str, float] | None = None,
+) -> tuple[list[dict], Path]:
+    """Train the recipe once per method; return the rows and the comparison folder."""
+    overrides = list(overrides or [])
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise GraftError(f"--methods {','.join(methods)}: choose from {', '.join(METHODS)}")
+    recipe = load_recipe(recipe_path, overrides)  # fail on a bad recipe before any training
+    out_dir = recipe.run_dir.with_name(f"{recipe.name}-compare")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for method in methods:
+        name = f"{recipe.name}-{method}"
+        extra = [f"name={name}", f"output_dir={recipe.output_dir}"]
+        if recipe.method.type != method:
+            extra.append(f"method={method}")
+        lr = (lrs or {}).get(method)
+        if lr is None and recipe.method.type != method:
+            lr = DEFAULT_LR[method]
+        if lr is not None:
+            extra.append(f"train.lr={lr}")
+        if budget_minutes:
+            extra.append(f"train.max_minutes={budget_minutes}")
+        cmd = [sys.executable, "-m", "graftwork.cli", "train", str(recipe_path), *overrides]
+        cmd += [*extra, "--overwrite"]
+        log.info("compare: %s", " ".join(cmd[3:]))
+        done = subprocess.run(cmd, env=os.environ.copy())
+        if done.returncode != 0:
+            raise GraftError(
+                f"compare: method {method} failed (exit {done.returncode}); its log is in "
+                f"{recipe.run_dir.with_name(name) / 'train.log'}"
+            )
+        rows.append(row(method, recipe.run_dir.with_name(name), recipe.task.type))
+    write_outputs(out_dir, recipe.name, rows)
+    return rows, out_dir
+
+
+def write_outputs(out_dir: Path, name: str, rows: list[dict]) -> None:
+    from .machine import describe
+    from .report import write_compare_report
+
+    data = {"name": name, "machine": describe(), "rows": rows}
+    tmp = out_dir / f".compare.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(out_dir / "compare.json")
+    write_compare_report(out_dir / "report.html", name, rows, data["machine"])
+
+
+COLUMNS = (
+    ("method", "method"),
+    ("value", "metric"),
+    ("trainable", "trainable"),
+    ("trainable_pct", "%"),
+    ("examples_per_second", "ex/s"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("training_rss_mb", "+training MB"),
+    ("task_specific_mb", "task MB"),
+)
+
+
+def cells(row: dict) -> list[str]:
+    """A row as the CLI table shows it."""
+    return [
+        row["method"],
+        f"{row['value']:.4f}",
+        f"{row['trainable']:,}",
+        f"{row['trainable_pct']:.2f}",
+        f"{row['examples_per_second']:.1f}",
+        f"{row['peak_rss_mb']:.0f}",
+        f"{row['training_rss_mb']:.0f}",
+        f"{row['task_specific_mb']:.2f}",
+    ]

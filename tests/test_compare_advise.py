@@ -1,0 +1,96 @@
+"""`graft compare` (methods side by side, each in its own process) and `graft advise`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import tiny_recipe
+from graftwork.advise import SERVING, advise
+from graftwork.cli import app
+from graftwork.compare import compare, parse_lrs
+from graftwork.errors import GraftError
+from graftwork.machine import PeakMemory
+
+
+def test_compare_runs_every_method_and_measures_it(tiny_bert, sst2_small, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    recipe = tiny_recipe(tiny_bert, sst2_small, tmp_path / "runs")
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    rows, folder = compare(path, ["full", "frozen", "adapter"], ["train.epochs=0.5"])
+    by = {row["method"]: row for row in rows}
+    assert list(by) == ["full", "frozen", "adapter"]
+    assert by["full"]["trainable_pct"] == 100
+    assert by["frozen"]["trainable"] < by["adapter"]["trainable"] < by["full"]["trainable"]
+    assert by["adapter"]["task_specific_mb"] < by["full"]["task_specific_mb"]
+    for row in rows:
+        assert 0 <= row["value"] <= 1 and row["examples_per_second"] > 0
+        assert row["peak_rss_mb"] >= row["rss_before_mb"] > 0
+    # each method got its learning rate: the recipe's own for full, the table's for the others
+    lrs = {
+        m: json.loads((tmp_path / "runs" / f"tiny-{m}" / "bundle" / "graftwork.json").read_text())[
+            "recipe"
+        ]["train"]["lr"]
+        for m in by
+    }
+    assert lrs == {"full": 1e-3, "frozen": 5e-3, "adapter": 3e-3}
+    saved = json.loads((folder / "compare.json").read_text())
+    assert [r["method"] for r in saved["rows"]] == ["full", "frozen", "adapter"]
+    assert "<svg" in (folder / "report.html").read_text()
+
+
+def test_compare_refuses_unknown_methods_and_bad_lrs(tmp_path):
+    with pytest.raises(GraftError, match="choose from"):
+        compare(tmp_path / "r.yaml", ["full", "prompt"])
+    with pytest.raises(GraftError, match="METHOD=VALUE"):
+        parse_lrs(["lora"])
+    with pytest.raises(GraftError, match="not a number"):
+        parse_lrs(["lora=fast"])
+
+
+def test_peak_memory_sees_an_allocation_inside_the_block():
+    import torch
+
+    with PeakMemory(interval=0.005) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        block += 1
+        del block
+    assert memory.as_dict()["training_rss_mb"] > 40
+
+
+def test_advise_picks_the_most_accurate_option_within_the_latency_budget():
+    generous = advise(examples=60_000, labels=2, latency_ms=50)
+    tight = advise(examples=60_000, labels=2, latency_ms=3)
+    assert generous.backbone == "minilm-l6" and generous.method == "full"
+    assert SERVING[0][0] in generous.compression
+    assert SERVING[1][0] in tight.compression
+    assert "over budget" in advise(examples=60_000, labels=2, latency_ms=0.5).compression
+    # longer inputs scale the measured latency
+    assert SERVING[1][0] in advise(examples=60_000, labels=2, latency_ms=6, tokens=100).compression
+
+
+def test_advise_follows_data_size_languages_and_shared_backbones():
+    assert advise(examples=800, labels=2, latency_ms=50).method == "adapter"
+    assert advise(examples=5_000, labels=2, latency_ms=50).method == "full"
+    assert advise(examples=60_000, labels=2, latency_ms=50, tasks=3).method == "adapter"
+    german = advise(examples=60_000, labels=7, latency_ms=50, languages=["en", "de"])
+    assert "multilingual" in german.backbone
+    assert any("74–75" in reason for reason in german.reasons)
+    few = advise(examples=100, labels=10, latency_ms=50)
+    assert any("10 examples per label" in reason for reason in few.reasons)
+    for advice in (german, few):
+        assert all("?" not in reason for reason in advice.reasons), advice.reasons
+
+
+def test_advise_cli_prints_the_reasons_and_rejects_nonsense():
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["advise", "--examples", "20000", "--labels", "3", "--latency-ms", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "backbone" in result.output and "BENCHMARKS.md" in result.output
+    bad = runner.invoke(app, ["advise", "--examples", "0", "--labels", "3", "--latency-ms", "10"])
+    assert isinstance(bad.exception, GraftError) and "--examples" in str(bad.exception)
