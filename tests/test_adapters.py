@@ -170,6 +170,24 @@ def test_two_adapters_share_one_backbone_and_switch_per_load(trained, tmp_path):
     flipped = sum(d["label"] != s["label"] for d, s in zip(default, switched, strict=True))
     assert flipped > len(texts) // 2
 
+    # the CLI takes the same choice: graft predict / eval --adapter NAME
+    from typer.testing import CliRunner
+
+    from graftwork.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(bundle), "--adapter", "reversed", *texts[:8]])
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["label"] for a in answers] == [a["label"] for a in switched[:8]]
+    data = Path(sst2.recipe.data.eval)
+    result = runner.invoke(
+        app, ["eval", str(bundle), "--data", str(data), "--json", "--adapter", "reversed"]
+    )
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.stdout)[str(data)]["accuracy"]
+    assert evaluated == graftwork.load(reversed_run.bundle).evaluate(data)["accuracy"]
+
 
 def test_unknown_adapter_name_lists_the_available_ones(trained):
     result, _ = trained["houlsby"]

@@ -125,3 +125,21 @@ def test_freezing_options_are_validated(tiny_bert, sst2_small, tmp_path):
 def test_unknown_layout_is_a_clear_error():
     with pytest.raises(GraftError, match="layer stack"):
         depth_of_parameters(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_gradient_checkpointing_trains_the_same_model(tiny_bert_nodrop, sst2_small, tmp_path):
+    plain = train(tiny_recipe(tiny_bert_nodrop, sst2_small, tmp_path / "a", method="lora"))
+    recomputed = train(
+        tiny_recipe(
+            tiny_bert_nodrop,
+            sst2_small,
+            tmp_path / "b",
+            method="lora",
+            train={"gradient_checkpointing": True},
+        )
+    )
+    a, b = encoder_weights(plain.bundle), encoder_weights(recomputed.bundle)
+    assert changed(encoder_weights(tiny_bert_nodrop), a, "encoder.layer.0.attention.self.query")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert plain.metrics["eval"]["accuracy"] == recomputed.metrics["eval"]["accuracy"]

@@ -35,6 +35,10 @@ BACKEND = typer.Option(
     "auto", "--backend", help="auto (fastest in the bundle) | torch | onnx | onnx-int8."
 )
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for inference.")
+ADAPTER = typer.Option(
+    None, "--adapter", help="Adapter bundles: which adapter to use (default: the trained one)."
+)
+TASK = typer.Option(None, "--task", help="Multi-task bundles: which task (default: the first).")
 
 
 def _distributed_child() -> bool:
@@ -79,6 +83,12 @@ def _results_table(result) -> None:
         for key, value in result.metrics.get(split, {}).items():
             if isinstance(value, float):
                 table.add_row(split, key, f"{value:.4f}")
+    task_a = result.metrics.get("task_a")  # objective ewc: the previous task, before and after
+    for split, lost in (task_a or {}).get("forgetting", {}).items():
+        key, where = task_a["metric"], f"task A {split}"
+        table.add_row(where, f"{key} before", f"{task_a['before'][split][key]:.4f}")
+        table.add_row(where, f"{key} after", f"{task_a['after'][split][key]:.4f}")
+        table.add_row(where, "forgetting", f"{lost:.4f}")
     train = result.metrics.get("train", {})
     params = result.metrics.get("parameters", {})
     table.add_row("train", "examples/s", f"{train.get('examples_per_second', 0):.1f}")
@@ -126,6 +136,40 @@ def train(
     _train_verb("train", recipe, overrides, resume, overwrite, nproc)
 
 
+@app.command()
+def pretrain(
+    recipe: Path = typer.Argument(..., help="Pretraining recipe YAML (data, mlm, vocab, train)."),
+    overrides: list[str] = OVERRIDES,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+):
+    """Continue masked-LM pretraining on domain text (optionally extending the vocabulary).
+
+    Writes runs/NAME/bundle, a backbone folder; fine-tune from it with
+    graft run RECIPE backbone=runs/NAME/bundle. With train.epochs=0 only the vocabulary is
+    extended. Example: graft pretrain recipes/pretrain-sst2.yaml mlm.mask_ratio=0.2
+    """
+    from .pretrain import pretrain as run_pretrain
+
+    result = run_pretrain(recipe, overrides or [], resume=resume, overwrite=overwrite)
+    table = Table(title=f"{result.recipe.name}: held-out text")
+    for column in ("", "before", "after"):
+        table.add_column(column, justify="right" if column else "left")
+    ppl, words = result.metrics["perplexity"], result.metrics["tokens_per_word"]
+
+    def shown(value, digits: int) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    table.add_row("perplexity (new head)", shown(ppl.get("before"), 2), "")
+    if "before_head_warmup" in ppl:
+        table.add_row("perplexity (head warmed up)", shown(ppl["before_head_warmup"], 2), "")
+    table.add_row("perplexity", "", shown(ppl.get("after"), 2))
+    table.add_row("tokens per word", shown(words["before"], 4), shown(words["after"], 4))
+    table.add_row("vocabulary terms added", "", str(result.metrics["vocab"]["added"]))
+    out.print(table)
+    out.print(f"backbone folder: {result.bundle}")
+
+
 @app.command("eval")
 def evaluate(
     bundle: Path = typer.Argument(..., help="A bundle folder (runs/NAME/bundle)."),
@@ -134,11 +178,16 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     backend: str = BACKEND,
     threads: int = THREADS,
+    adapter: str = ADAPTER,
+    task: str = TASK,
 ):
-    """Evaluate a bundle on labelled files (one row per file, e.g. one per language)."""
+    """Evaluate a bundle on labelled files (one row per file, e.g. one per language).
+
+    Cross-lingual zero-shot: train on one language, then
+    `graft eval BUNDLE --data wikiann/en/test --data wikiann/de/test`."""
     from .predictor import load
 
-    predictor = load(bundle, backend=backend, threads=threads)
+    predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     results = {str(path): predictor.evaluate(path, batch_size=batch_size) for path in data}
     if as_json:
         out.print_json(json.dumps(results))
@@ -168,6 +217,8 @@ def predict(
     batch_size: int = typer.Option(64, min=1),
     backend: str = BACKEND,
     threads: int = THREADS,
+    adapter: str = ADAPTER,
+    task: str = TASK,
 ):
     """Predict labels (or entities) for texts; one JSON line per input on stdout."""
     from .predictor import load
@@ -177,7 +228,7 @@ def predict(
         items += _read_inputs(input)
     if not items:
         raise GraftError("nothing to predict: give texts as arguments or --input FILE")
-    predictor = load(bundle, backend=backend, threads=threads)
+    predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     for text, answer in zip(
         items, predictor.predict(items, top_k=top_k, batch_size=batch_size), strict=True
     ):
@@ -311,6 +362,62 @@ def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
         out.print(f"artifact {name}: {artifact['path']} ({artifact['checked_on']})")
     out.print(f"files: {', '.join(manifest.get('files', {}))}")
     out.print(f"versions: {manifest.get('versions')}")
+
+
+@app.command()
+def compare(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file (its task and data are kept)."),
+    overrides: list[str] = OVERRIDES,
+    methods: str = typer.Option(
+        "full,lora,adapter,frozen", help="Comma-separated methods to run, each in its own process."
+    ),
+    budget_minutes: float = typer.Option(
+        None, help="Training time per method (train.max_minutes); default: the recipe's epochs."
+    ),
+    lr: list[str] = typer.Option(
+        [],
+        help="METHOD=VALUE learning rate (full 1e-4, lora 1e-3, adapter 3e-3, frozen 5e-3).",
+    ),
+):
+    """Run one recipe under several methods; table of metric, parameters, speed, memory, size."""
+    from . import compare as comparing
+    from .pipeline import setup_logging
+
+    setup_logging(None)
+    rows, folder = comparing.compare(
+        recipe,
+        [m.strip() for m in methods.split(",") if m.strip()],
+        overrides or [],
+        budget_minutes,
+        comparing.parse_lrs(lr),
+    )
+    table = Table(title=f"compare: {recipe}")
+    for _, label in comparing.COLUMNS:
+        table.add_column(label, justify="right")
+    for row in rows:
+        table.add_row(*comparing.cells(row))
+    out.print(table)
+    out.print(f"table: {folder / 'compare.json'}\nreport: {folder / 'report.html'}")
+
+
+@app.command()
+def advise(
+    examples: int = typer.Option(..., help="Labelled training examples you have."),
+    labels: int = typer.Option(..., help="Number of labels (classes or entity tags)."),
+    latency_ms: float = typer.Option(..., help="Per-request p99 latency budget on CPU, in ms."),
+    languages: str = typer.Option("en", help="Comma-separated languages the model must handle."),
+    tokens: int = typer.Option(25, help="Typical input length in tokens (SST-2 averages 25)."),
+    tasks: int = typer.Option(1, help="Tasks that will share one backbone."),
+):
+    """Recommend backbone + method + compression from graftwork's measured rule table."""
+    from .advise import advise as recommend
+
+    advice = recommend(examples, labels, latency_ms, languages.split(","), tokens, tasks)
+    for key in ("backbone", "method", "compression"):
+        out.print(f"[bold]{key}[/bold]: {getattr(advice, key)}")
+    out.print("\nwhy (each rule and the measurement behind it, see BENCHMARKS.md):")
+    for reason in advice.reasons:
+        out.print(f"- {reason}")
 
 
 @app.command()

@@ -24,17 +24,18 @@ from .data.readers import ReadResult, read_examples
 from .data.sampling import subsample
 from .errors import GraftError
 from .infer import evaluate_sets, torch_forward
-from .machine import describe
+from .machine import PeakMemory, describe
 from .methods import METHODS, count_parameters
+from .objectives import prepare as prepare_objective
 from .recipe import Recipe, load_recipe
 from .tasks import TASKS
 from .train import checkpoint
-from .train.loop import fit, make_accelerator
+from .train.loop import fit, make_accelerator, total_steps
 
 log = logging.getLogger("graftwork")
 
 # recipe parts a checkpoint must agree with before resuming from it
-FINGERPRINT = ("backbone", "task", "data", "method")
+FINGERPRINT = ("backbone", "task", "data", "method", "objective")
 FINGERPRINT_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_accum", "seed")
 
 
@@ -169,8 +170,13 @@ def train_and_save(
     manifest_extra: dict | None = None,
     on_step=None,
     lr_scales: dict | None = None,
+    batch_plan=None,
+    evaluate=None,
 ) -> RunResult:
-    """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json."""
+    """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json.
+
+    `batch_plan` and `evaluate(model) -> metrics` replace the epoch's batches and the
+    evaluation for runs that are not one task on one model (multi-task)."""
     cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
     params = count_parameters(model)
     log.info(
@@ -181,30 +187,34 @@ def train_and_save(
     )
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    prepared, state, rate = fit(
-        model,
-        splits.features,
-        splits.targets,
-        cfg,
-        accelerator,
-        run_dir,
-        splits.tokenizer.pad_token_id,
-        fingerprint(recipe),
-        resume=resume,
-        loss_fn=loss_fn,
-        on_step=on_step,
-        lr_scales=lr_scales,
-    )
+    with PeakMemory() as memory:
+        prepared, state, rate = fit(
+            model,
+            splits.features,
+            splits.targets,
+            cfg,
+            accelerator,
+            run_dir,
+            splits.tokenizer.pad_token_id,
+            fingerprint(recipe),
+            resume=resume,
+            loss_fn=loss_fn,
+            on_step=on_step,
+            lr_scales=lr_scales,
+            batch_plan=batch_plan,
+        )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
     accelerator.wait_for_everyone()
     bundle_dir = run_dir / "bundle"
     metrics: dict = {}
     if main:
-        metrics = evaluate_splits(model, splits, recipe)
+        metrics = evaluate(model) if evaluate else evaluate_splits(model, splits, recipe)
         metrics["train"] = {
             "examples": len(splits.features),
+            "examples_seen": state.examples,
             "steps": state.step,
+            "planned_steps": total_steps(len(splits.features), cfg),
             "epochs": cfg.epochs,
             "examples_per_second": rate,
             "seconds": train_seconds,
@@ -213,6 +223,7 @@ def train_and_save(
                 s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
             },
             "processes": accelerator.num_processes,
+            "memory": memory.as_dict(),
             "machine": describe(),
         }
         metrics["parameters"] = params
@@ -263,6 +274,10 @@ def train(
 ) -> RunResult:
     """Train the recipe's model, evaluate it, and write the bundle and metrics.json."""
     recipe, accelerator = start(recipe, overrides, resume, overwrite)
+    if recipe.multitask is not None:
+        from . import multitask
+
+        return multitask.train(recipe, accelerator, resume=resume)
     folder = backbones.resolve(recipe.backbone)
     tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
     splits = read_splits(recipe, tokenizer)
@@ -271,19 +286,28 @@ def train(
     model = backbones.load_model(
         folder, recipe.backbone, splits.task.model_class(), splits.labels, tokenizer
     )
+    if recipe.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     method = METHODS[recipe.method.type]
     model = method.apply(model, recipe.method)
     lr_scales, on_step = method_schedules(method, model, recipe, accelerator)
-    return train_and_save(
+    objective = prepare_objective(recipe, model, splits)  # DANN, EWC; a no-op without one
+    result = train_and_save(
         recipe,
         accelerator,
         splits,
         model,
-        method,
+        objective.method(method),
         resume=resume,
-        on_step=on_step,
-        lr_scales=lr_scales,
+        loss_fn=objective.loss_fn,
+        on_step=objective.steps(on_step),
+        lr_scales=objective.scales(lr_scales),
+        manifest_extra=objective.manifest_extra(),
     )
+    if objective.after is not None and result.metrics:  # main process: e.g. EWC's task A
+        result.metrics.update(objective.after(result.bundle))
+        _write_json(result.run_dir / "metrics.json", result.metrics)
+    return result
 
 
 def method_schedules(method, model, recipe: Recipe, accelerator):

@@ -19,12 +19,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .compress.config import CompressConfig
 from .errors import RecipeError
 from .methods import METHOD_CONFIGS, MethodConfig
 from .methods.full import FullConfig
+from .objectives import OBJECTIVE_CONFIGS, ObjectiveConfig
 
 
 class _Section(BaseModel):
@@ -58,6 +66,21 @@ class DataConfig(_Section):
         None, ge=1, description="Train on a seeded random sample of this many examples."
     )
     on_bad_rows: Literal["error", "skip"] = "error"
+    drop_labels: list[str] = Field(
+        default_factory=list,
+        description="NER: entity types read as O in every split, e.g. [MISC] (B-MISC, I-MISC).",
+    )
+
+    @field_validator("drop_labels")
+    @classmethod
+    def _entity_types(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if not re.fullmatch(r"[^\s]+", kind) or kind == "O" or kind[:2] in ("B-", "I-"):
+                raise ValueError(
+                    f"{kind!r} is not an entity type; give types without the B-/I- prefix, "
+                    "e.g. [MISC]"
+                )
+        return value
 
 
 class TrainConfig(_Section):
@@ -75,6 +98,37 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(0, ge=0, description="Optimizer steps; 0 = only per epoch.")
     log_every: int = Field(50, ge=1)
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30 % more time."
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after this much training time (the LR schedule is not shortened).",
+    )
+
+
+class TaskEntry(_Section):
+    task: TaskConfig = Field(description="This task's `task` section (type, text, label).")
+    data: DataConfig = Field(description="This task's `data` section (train, eval, test, …).")
+
+
+class MultiTaskConfig(_Section):
+    """Several tasks on one shared encoder (see `graftwork.multitask`)."""
+
+    tasks: dict[str, TaskEntry] = Field(description="Task name → its task and data sections.")
+    sampling: Literal["proportional", "temperature", "equal"] = "temperature"
+    temperature: float = Field(2.0, ge=1, description="T in p_t ∝ n_t^(1/T).")
+
+    @field_validator("tasks")
+    @classmethod
+    def _names(cls, tasks: dict) -> dict:
+        if len(tasks) < 2:
+            raise ValueError("give at least two tasks (one task needs no multitask section)")
+        bad = [name for name in tasks if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name)]
+        if bad:
+            raise ValueError(f"task names {bad} must be letters, digits, '.', '_', '-'")
+        return tasks
 
 
 class Recipe(_Section):
@@ -85,6 +139,12 @@ class Recipe(_Section):
     method: MethodConfig = Field(default_factory=FullConfig)
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
+    objective: ObjectiveConfig | None = Field(
+        None, description="An extra training objective: dann or ewc (graftwork.objectives)."
+    )
+    multitask: MultiTaskConfig | None = Field(
+        None, description="Several tasks on one encoder; replaces task and data."
+    )
     output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
     source: Annotated[str | None, Field(exclude=True)] = None
 
@@ -98,6 +158,24 @@ class Recipe(_Section):
     def _method_shorthand(cls, value: Any) -> Any:
         return {"type": value} if isinstance(value, str) else value
 
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError(f"give the objective's type: {' or '.join(OBJECTIVE_CONFIGS)}")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _drop_labels_need_ner(cls, value: DataConfig, info: ValidationInfo) -> DataConfig:
+        task = info.data.get("task")
+        if value.drop_labels and task is not None and task.type != "ner":
+            raise ValueError(
+                f"data.drop_labels maps entity types to O, which only NER tags have (the task "
+                f"is {task.type}); remove it"
+            )
+        return value
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -105,8 +183,10 @@ class Recipe(_Section):
     def data_path(self, split: str) -> Path | None:
         """Resolve a data path from the recipe: env vars, then recipe folder, then cwd."""
         raw = getattr(self.data, split)
-        if raw is None:
-            return None
+        return None if raw is None else self.resolve_path(raw)
+
+    def resolve_path(self, raw: str) -> Path:
+        """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd."""
         expanded = os.path.expanduser(os.path.expandvars(raw.replace("${GRAFT_DATA}", data_root())))
         path = Path(expanded)
         if not path.is_absolute() and self.source:
@@ -195,11 +275,15 @@ ALIASES = {
 }
 
 
-def _owner(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+# sections that are a union chosen by `type`: their error locations carry the type after the key
+TAGGED = {"method": METHOD_CONFIGS, "objective": OBJECTIVE_CONFIGS}
+
+
+def _owner(loc: tuple[Any, ...], root: type[BaseModel] = Recipe) -> type[BaseModel] | None:
     """The config model that owns recipe location `loc` (for suggesting valid keys)."""
-    if loc and loc[0] == "method":
-        return METHOD_CONFIGS.get(str(loc[1])) if len(loc) > 1 else None
-    current: type[BaseModel] = Recipe
+    if loc and loc[0] in TAGGED:
+        return TAGGED[loc[0]].get(str(loc[1])) if len(loc) > 1 else None
+    current: type[BaseModel] = root
     for part in loc:
         field = current.model_fields.get(str(part))
         ann = field.annotation if field else None
@@ -212,14 +296,14 @@ def _owner(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return current
 
 
-def _format_errors(err: ValidationError, where: str) -> str:
+def _format_errors(err: ValidationError, where: str, root: type[BaseModel] = Recipe) -> str:
     lines = [f"invalid recipe {where}:"]
     for e in err.errors():
         loc = tuple(p for p in e["loc"])
-        dotted = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "method"))
+        dotted = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] in TAGGED))
         if e["type"] == "extra_forbidden":
-            owner = _owner(loc[:-1])
-            valid = sorted(owner.model_fields) if owner else []
+            owner = _owner(loc[:-1], root)
+            valid = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
             valid = [v for v in valid if v != "source"]
             alias = ALIASES.get(str(loc[-1]))
             close = (
@@ -235,13 +319,19 @@ def _format_errors(err: ValidationError, where: str) -> str:
 
 
 def load_recipe(
-    source: str | Path | dict[str, Any] | Recipe, overrides: list[str] | None = None
-) -> Recipe:
-    """Load and validate a recipe from a YAML path, a dict, or a Recipe, applying overrides."""
-    if isinstance(source, Recipe):
+    source: str | Path | dict[str, Any] | BaseModel,
+    overrides: list[str] | None = None,
+    model: type[BaseModel] = Recipe,
+) -> Any:
+    """Load and validate a recipe from a YAML path, a dict, or a Recipe, applying overrides.
+
+    `model` is the recipe schema (default `Recipe`; `graft pretrain` passes its own). An
+    already-validated recipe of any schema is returned as is, or re-validated with overrides."""
+    if isinstance(source, BaseModel):
         if not overrides:
             return source
-        source = source.model_dump() | {"source": source.source}
+        model = type(source)
+        source = source.model_dump() | {"source": getattr(source, "source", None)}
     where = "(from a dict)"
     path: Path | None = None
     if isinstance(source, (str, Path)):
@@ -263,6 +353,6 @@ def load_recipe(
     if path is not None:
         data["source"] = str(path)
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_format_errors(err, where)) from None
+        raise RecipeError(_format_errors(err, where, model)) from None

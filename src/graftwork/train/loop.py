@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def summed_loss(model, batch: dict) -> torch.Tensor:
     )
 
 
+def out_of_time(deadline: float, state: TrainState, steps: int, accelerator) -> bool:
+    """`train.max_minutes` is up (every process decides the same, from the main one's clock)."""
+    if deadline == math.inf or state.step >= steps:
+        return False
+    late = torch.tensor(float(time.monotonic() > deadline), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        late = accelerator.reduce(late, reduction="max")
+    if late.item():
+        log.info("train.max_minutes reached: stopped at step %d of %d", state.step, steps)
+        return True
+    return False
+
+
 def total_steps(n_examples: int, cfg: TrainConfig) -> int:
     batches = math.ceil(n_examples / cfg.batch_size)
     return max(1, math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum)))
@@ -90,15 +104,18 @@ def fit(
     loss_fn=None,
     on_step=None,
     lr_scales: dict | None = None,
+    batch_plan=None,
 ):
     """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
 
-        `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
-        cross-entropy, `summed_loss`); distillation passes its own. `on_step(step, steps)` is called
-        before every batch with the optimizer step it belongs to (0-based) and the total: schedules
-        that depend on progress (gradual unfreezing, the DANN λ) hang there, and because the step
-        is restored on resume, so are they. `lr_scales` maps parameter names to multipliers of
-    `cfg.lr` (layer-wise decay)."""
+    `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
+    cross-entropy, `summed_loss`); distillation passes its own. `on_step(step, steps)` is called
+    before every batch with the optimizer step it belongs to (0-based) and the total: schedules
+    that depend on progress (gradual unfreezing, the DANN λ) hang there, and because the step
+    is restored on resume, so are they. `lr_scales` maps parameter names to multipliers of
+    `cfg.lr` (layer-wise decay). `batch_plan(epoch)` returns the epoch's global batches (lists
+    of example indices; default: length-grouped batches of all examples) and must be a pure
+    function of the epoch, like the default, for resume to stay exact."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -122,10 +139,15 @@ def fit(
         steps, state.step, state.examples, cfg.log_every, accelerator.is_main_process
     )
     model.train()
-    while state.step < steps:
-        batches = training_batches(
-            lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length
-        )
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
+    stopped = False
+    while state.step < steps and not stopped:
+        if batch_plan is not None:
+            batches = batch_plan(state.epoch)
+        else:
+            batches = training_batches(
+                lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length
+            )
         if world > 1:  # every process needs a share of every batch
             batches = [b for b in batches if len(b) >= world]
         while state.batch_in_epoch < len(batches) and state.step < steps:
@@ -164,6 +186,9 @@ def fit(
                 state.loss_history.append([state.step, mean_loss])
                 state.running_loss, state.running_batches = 0.0, 0
             progress.update(state.step, state.examples, mean_loss)
+            if out_of_time(deadline, state, steps, accelerator):
+                stopped = True
+                break
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, state)
         if state.batch_in_epoch >= len(batches):
