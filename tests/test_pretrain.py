@@ -285,7 +285,8 @@ def test_a_recipe_without_data_and_a_missing_recipe_file_are_errors(tmp_path):
 def test_the_shipped_pretraining_recipe_validates_and_its_data_exist():
     recipe = load_pretrain_recipe(RECIPE)
     assert recipe.mlm.mask_ratio == 0.15 and recipe.vocab.mine is not None
-    assert recipe.path(recipe.data.train).is_file() and recipe.path(recipe.data.eval).is_file()
+    data = recipe.data
+    assert recipe.resolve_path(data.train).is_file() and recipe.resolve_path(data.eval).is_file()
 
 
 @pytest.mark.slow

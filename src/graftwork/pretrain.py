@@ -43,14 +43,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import backbones
 from .bundle import write_bundle
@@ -61,7 +60,14 @@ from .data.sampling import subsample
 from .errors import BackboneError, DataError, GraftError
 from .machine import describe
 from .pipeline import FINGERPRINT_TRAIN, RunResult, _write_json, start
-from .recipe import BackboneConfig, DataConfig, TaskConfig, TrainConfig, data_root, load_recipe
+from .recipe import (
+    BackboneConfig,
+    DataConfig,
+    RecipeBase,
+    TaskConfig,
+    TrainConfig,
+    load_recipe,
+)
 from .train import checkpoint
 from .train.loop import fit, labelled, summed_loss
 from .vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
@@ -107,34 +113,12 @@ class PretrainTrainConfig(TrainConfig):
     epochs: float = Field(1.0, ge=0, description="0: no MLM training (vocabulary only).")
 
 
-class PretrainRecipe(_Section):
+class PretrainRecipe(RecipeBase):
     name: str = "pretrain"
-    backbone: BackboneConfig = BackboneConfig()
     data: PretrainData
     mlm: MlmConfig = MlmConfig()
     vocab: VocabConfig | None = None
     train: PretrainTrainConfig = PretrainTrainConfig()
-    output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
-    source: Annotated[str | None, Field(exclude=True)] = None
-
-    @field_validator("backbone", mode="before")
-    @classmethod
-    def _backbone_shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
-
-    def path(self, raw: str) -> Path:
-        """A path from the recipe: `${GRAFT_DATA}` and env vars, then the recipe folder, cwd."""
-        expanded = os.path.expanduser(os.path.expandvars(raw.replace("${GRAFT_DATA}", data_root())))
-        path = Path(expanded)
-        if not path.is_absolute() and self.source:
-            beside = Path(self.source).parent / path
-            if beside.exists():
-                return beside
-        return path
 
 
 def load_pretrain_recipe(source, overrides: list[str] | None = None) -> PretrainRecipe:
@@ -182,9 +166,9 @@ def _lines(file: Path) -> list[str]:
 def read_corpus(recipe: PretrainRecipe) -> tuple[list[str], list[str]]:
     """(train, held-out) documents; without data.eval, a seeded eval_fraction of train."""
     data = recipe.data
-    train = read_documents(recipe.path(data.train), data)
+    train = read_documents(recipe.resolve_path(data.train), data)
     if data.eval is not None:
-        return train, read_documents(recipe.path(data.eval), data)
+        return train, read_documents(recipe.resolve_path(data.eval), data)
     if data.eval_fraction == 0:
         return train, []
     n_eval = max(1, round(len(train) * data.eval_fraction))
@@ -369,7 +353,7 @@ def fingerprint(recipe: PretrainRecipe) -> dict:
 
 def _terms(recipe: PretrainRecipe, tokenizer, documents: list[str]) -> list[str]:
     vocab = recipe.vocab
-    terms = read_terms(recipe.path(vocab.terms)) if vocab.terms else []
+    terms = read_terms(recipe.resolve_path(vocab.terms)) if vocab.terms else []
     if vocab.mine is not None:
         mined = mine_terms(tokenizer, documents, vocab.mine)
         log.info(

@@ -131,9 +131,35 @@ class MultiTaskConfig(_Section):
         return tasks
 
 
-class Recipe(_Section):
+class RecipeBase(_Section):
+    """What every kind of recipe has: a name, a backbone, where runs go, and its source file."""
+
     name: str = "run"
     backbone: BackboneConfig = BackboneConfig()
+    output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
+    source: Annotated[str | None, Field(exclude=True)] = None
+
+    @field_validator("backbone", mode="before")
+    @classmethod
+    def _backbone_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def resolve_path(self, raw: str) -> Path:
+        """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd."""
+        expanded = os.path.expanduser(os.path.expandvars(raw.replace("${GRAFT_DATA}", data_root())))
+        path = Path(expanded)
+        if not path.is_absolute() and self.source:
+            beside = Path(self.source).parent / path
+            if beside.exists():
+                return beside
+        return path
+
+
+class Recipe(RecipeBase):
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     method: MethodConfig = Field(default_factory=FullConfig)
@@ -145,13 +171,6 @@ class Recipe(_Section):
     multitask: MultiTaskConfig | None = Field(
         None, description="Several tasks on one encoder; replaces task and data."
     )
-    output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
-    source: Annotated[str | None, Field(exclude=True)] = None
-
-    @field_validator("backbone", mode="before")
-    @classmethod
-    def _backbone_shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("method", mode="before")
     @classmethod
@@ -176,24 +195,10 @@ class Recipe(_Section):
             )
         return value
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
-
     def data_path(self, split: str) -> Path | None:
         """Resolve a data path from the recipe: env vars, then recipe folder, then cwd."""
         raw = getattr(self.data, split)
         return None if raw is None else self.resolve_path(raw)
-
-    def resolve_path(self, raw: str) -> Path:
-        """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd."""
-        expanded = os.path.expanduser(os.path.expandvars(raw.replace("${GRAFT_DATA}", data_root())))
-        path = Path(expanded)
-        if not path.is_absolute() and self.source:
-            beside = Path(self.source).parent / path
-            if beside.exists():
-                return beside
-        return path
 
 
 def data_root() -> str:
