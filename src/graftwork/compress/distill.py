@@ -180,7 +180,7 @@ def distill(teacher_bundle: Path, recipe=None, overrides: list[str] | None = Non
         f"{len(layer_map)} of its layers {layer_map}" if layer_map else cfg.student,
     )
     method = METHODS["full"]
-    student = method.apply(student, None)
+    student = method.apply(student, method.FullConfig())
     extra_manifest = {
         "distillation": {
             "teacher": str(teacher_bundle),
