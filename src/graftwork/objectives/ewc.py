@@ -71,20 +71,10 @@ def penalty(terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], streng
     return 0.5 * strength * total
 
 
-def _example_loss(model, batch: dict) -> torch.Tensor:
-    """−log p(gold | x), summed over the batch's labelled items."""
-    labels = batch.pop("labels")
-    logits = model(**batch).logits
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-
-
 def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> dict:
     """Mean over examples of the squared gradient of −log p(gold | x), per named parameter."""
+    from ..train.loop import summed_loss  # here: train.loop imports the recipe
+
     params = dict(model.named_parameters())
     chosen = [params[n] for n in names]
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items() if n in names}
@@ -92,7 +82,7 @@ def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> d
     for feature, label in zip(features, labels, strict=True):
         batch = collate([feature], pad_id, [label])
         batch = {k: v.to(chosen[0].device) for k, v in batch.items()}
-        grads = torch.autograd.grad(_example_loss(model, batch), chosen, allow_unused=True)
+        grads = torch.autograd.grad(summed_loss(model, batch), chosen, allow_unused=True)
         for name, grad in zip(names, grads, strict=True):
             if grad is not None:
                 fisher[name] += grad.float().pow(2)
@@ -284,11 +274,12 @@ def prepare(recipe, model, splits):
             config.strength,
         )
     del task_a, previous_model
+    from ..train.loop import summed_loss  # here: train.loop imports the recipe
 
     def loss_fn(train_model, batch: dict) -> torch.Tensor:
         labels = batch["labels"]
         count = int((labels != IGNORE).sum()) if labels.dim() > 1 else labels.shape[0]
-        loss = _example_loss(train_model, batch)
+        loss = summed_loss(train_model, batch)
         if not terms:
             return loss
         if terms[0][1].device != terms[0][0].device:  # the accelerator moved the model
