@@ -16,9 +16,17 @@ penalty is added times that count and the objective is mean task loss + penalty,
 paper. `lambda: 0` is plain sequential fine-tuning from A's encoder (bit for bit; the Fisher is
 then not computed), the baseline of a comparison.
 
-`forgetting(previous, bundle)` measures what the paper's acceptance asks: task A's metrics on
-A's eval/test files with A's own model (before) and with B's encoder under A's head (after).
+`forgetting(previous, bundle)` measures the forgetting: task A's metrics on A's eval/test
+files with A's own model (before) and with B's encoder under A's head (after).
 `pipeline.train` writes them into metrics.json as `task_a`.
+
+Choosing λ: the empirical Fisher of a trained model is small (MiniLM after SST-2: 1.8e-5 per
+weight on average, about 400 summed), so useful λ are large. A start: λ/2 · Σ F (θ_B − θ_A)²
+of a plain (λ 0) run should be about the task loss; the manifest records `fisher_mean` and
+`penalty_last`. Measured, SST-2 → CoNLL-2003 on MiniLM (4,000 sentences, one seed), task A
+from recipes/quickstart.yaml: λ 0 loses 32 points of SST-2 dev accuracy (0.859 → 0.536) at
+CoNLL test F1 0.551; λ 1e4 loses 5.7 points at F1 0.492; λ 1e5 loses none at F1 0.352.
+`benchmarks/ewc.py` (λ 0 and 1e4, its own task A): 33.9 points lost → 14.3, F1 0.584 → 0.521.
 
 Leaves out: online EWC and multi-task Fisher accumulation over a chain of tasks (a chain
 works, but only the newest previous task is anchored), the true (model-sampled) Fisher,
