@@ -60,23 +60,34 @@ def confusion_plot(labels: list[str], matrix: list[list[int]]) -> str:
     return out
 
 
-def tradeoff_plot(rows: list[dict]) -> str:
-    """Metric against inputs/s for every stage and backend; marker area ∝ size on disk."""
+def _scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) -> str:
+    """One labelled marker per (x, y, marker area, label) point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        ax.scatter(row["inputs_per_second"], row["value"], s=10 + 3 * row["size_mb"], alpha=0.6)
-        ax.annotate(f"{row['stage']} {row['backend']}", (row["inputs_per_second"], row["value"]))
-    ax.set_xlabel("inputs / second (eval set)")
-    ax.set_ylabel(rows[0]["metric"] if rows else "metric")
+    for x, y, area, label in points:
+        ax.scatter(x, y, s=area, alpha=0.6)
+        ax.annotate(label, (x, y))
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     out = _svg(fig)
     plt.close(fig)
     return out
+
+
+def tradeoff_plot(rows: list[dict]) -> str:
+    """Metric against inputs/s for every stage and backend; marker area ∝ size on disk."""
+    points = [
+        (r["inputs_per_second"], r["value"], 10 + 3 * r["size_mb"], f"{r['stage']} {r['backend']}")
+        for r in rows
+    ]
+    return _scatter(points, "inputs / second (eval set)", rows[0]["metric"] if rows else "metric")
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -173,23 +184,11 @@ def write_report(result) -> Path:
 
 def compare_plot(rows: list[dict]) -> str:
     """Metric against trainable share (log scale); marker area ∝ memory training added."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        size = 20 + row["training_rss_mb"] / 4
-        ax.scatter(row["trainable_pct"], row["value"], s=size, alpha=0.6)
-        ax.annotate(row["method"], (row["trainable_pct"], row["value"]))
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (%)")
-    ax.set_ylabel(rows[0]["metric"] if rows else "metric")
-    ax.grid(alpha=0.3)
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    points = [
+        (r["trainable_pct"], r["value"], 20 + r["training_rss_mb"] / 4, r["method"]) for r in rows
+    ]
+    ylabel = rows[0]["metric"] if rows else "metric"
+    return _scatter(points, "trainable parameters (%)", ylabel, log_x=True)
 
 
 COMPARE_COLUMNS = (
