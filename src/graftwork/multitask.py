@@ -111,7 +111,7 @@ class MultiTaskModel(nn.Module):
 def train(recipe, accelerator, resume: bool = False):
     """Train every task of `recipe.multitask` on one encoder; write the bundle (see module)."""
     from . import backbones
-    from .pipeline import Splits, evaluate_splits, read_splits, train_and_save
+    from .pipeline import Splits, evaluate_splits, model_manifest, read_splits, train_and_save
     from .train.loop import summed_loss
 
     if accelerator.num_processes > 1:
@@ -168,9 +168,7 @@ def train(recipe, accelerator, resume: bool = False):
         batch_plan=plan,
         evaluate=evaluate,
         manifest_extra={
-            "task": subs[names[0]].task.type,
-            "labels": first.labels,
-            "recipe": subs[names[0]].model_dump(mode="json"),
+            **model_manifest(subs[names[0]], first.labels),  # the root is the first task
             "multitask": {
                 "tasks": {
                     n: {"type": subs[n].task.type, "path": "." if i == 0 else f"{TASKS_DIR}/{n}"}
@@ -192,24 +190,16 @@ class Finish:
 
     def finish(self, container, out_dir: Path):
         from .bundle import write_manifest
+        from .pipeline import model_manifest
 
         for name in self.names[1:]:
             folder = Path(out_dir) / TASKS_DIR / name
             container.heads[name].save_pretrained(str(folder), safe_serialization=True)
             self.splits[name].tokenizer.save_pretrained(str(folder))
             sub = self.subs[name]
-            write_manifest(
-                folder,
-                {
-                    "name": f"{sub.name}-{name}",
-                    "task": sub.task.type,
-                    "labels": self.splits[name].labels,
-                    "method": sub.method.type,
-                    "backbone": sub.backbone.name,
-                    "recipe": sub.model_dump(mode="json"),
-                    "multitask_of": "../..",
-                },
-            )
+            labels = self.splits[name].labels
+            manifest = model_manifest(sub, labels, name=f"{sub.name}-{name}")
+            write_manifest(folder, {**manifest, "multitask_of": "../.."})
         return container.heads[self.names[0]]
 
 

@@ -228,12 +228,7 @@ def train_and_save(
         }
         metrics["parameters"] = params
         manifest = {
-            "name": recipe.name,
-            "task": recipe.task.type,
-            "labels": splits.labels,
-            "method": recipe.method.type,
-            "backbone": recipe.backbone.name,
-            "recipe": recipe.model_dump(mode="json"),
+            **model_manifest(recipe, splits.labels),
             "metrics": {k: v for k, v in metrics.items() if k != "train"},
             **(manifest_extra or {}),
         }
@@ -249,6 +244,18 @@ def train_and_save(
         log.info("bundle: %s", bundle_dir)
     accelerator.wait_for_everyone()
     return RunResult(recipe, run_dir, bundle_dir, metrics)
+
+
+def model_manifest(recipe: Recipe, labels: list[str], name: str | None = None) -> dict:
+    """What a bundle's graftwork.json says about the model it holds (and how it was made)."""
+    return {
+        "name": name or recipe.name,
+        "task": recipe.task.type,
+        "labels": labels,
+        "method": recipe.method.type,
+        "backbone": recipe.backbone.name,
+        "recipe": recipe.model_dump(mode="json"),
+    }
 
 
 def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
