@@ -43,8 +43,8 @@ class Predictor:
         from .multitask import task_folder
 
         self.path = Path(bundle)
-        if task is not None:  # multi-task bundles: one task's folder
-            self.path = task_folder(self.path, read_manifest(self.path, verify=verify), task)
+        if task is not None:  # multi-task bundles: one task's folder, which verifies itself
+            self.path = task_folder(self.path, read_manifest(self.path, verify=False), task)
         # adapter bundles: which adapter is active (None: the one trained; no-op for others)
         self.manifest, self.adapter = select_adapter(
             self.path, read_manifest(self.path, verify=verify), adapter
