@@ -40,7 +40,7 @@ def test_batches_follow_the_sampling_weights(sampling, temperature, expected):
     assert plan(4) != plan(5)
 
 
-def multitask_recipe(tiny_bert, sst2_small, conll_small, out, **sections):
+def multitask_recipe(tiny_bert, sst2_small, conll_small, out, ner_first=False, **sections):
     recipe = tiny_recipe(tiny_bert, sst2_small, out, **sections)
     recipe["name"] = "mt"
     recipe.pop("task")
@@ -59,37 +59,45 @@ def multitask_recipe(tiny_bert, sst2_small, conll_small, out, **sections):
         },
         "sampling": "proportional",
     }
+    if ner_first:  # as recipes/multitask-conll-sst2.yaml: the NER model has no pooler
+        tasks = recipe["multitask"]["tasks"]
+        recipe["multitask"]["tasks"] = {"ner": tasks["ner"], "sentiment": tasks["sentiment"]}
     return recipe
 
 
-def test_one_bundle_serves_every_head_on_one_encoder(tiny_bert, sst2_small, conll_small, tmp_path):
+@pytest.mark.parametrize("ner_first", [False, True])
+def test_one_bundle_serves_every_head_on_one_encoder(
+    tiny_bert, sst2_small, conll_small, tmp_path, ner_first
+):
     from transformers import AutoModel
 
-    result = train(multitask_recipe(tiny_bert, sst2_small, conll_small, tmp_path))
+    result = train(multitask_recipe(tiny_bert, sst2_small, conll_small, tmp_path, ner_first))
+    root_task, other = ("ner", "sentiment") if ner_first else ("sentiment", "ner")
     tasks = result.metrics["tasks"]
     assert set(tasks) == {"sentiment", "ner"}
     assert "accuracy" in tasks["sentiment"]["eval"] and "f1" in tasks["ner"]["eval"]
     # the encoder is one: the same weights in both task folders, and it was trained
     root = AutoModel.from_pretrained(str(result.bundle)).state_dict()
-    ner = AutoModel.from_pretrained(str(result.bundle / "tasks" / "ner")).state_dict()
+    second = AutoModel.from_pretrained(str(result.bundle / "tasks" / other)).state_dict()
     start = AutoModel.from_pretrained(str(tiny_bert)).state_dict()
-    assert all(torch.equal(root[k], ner[k]) for k in root)
+    assert all(torch.equal(root[k], second[k]) for k in root)
     assert not torch.equal(
         root["embeddings.word_embeddings.weight"], start["embeddings.word_embeddings.weight"]
     )
     # the bundle answers for each task
-    sentiment = graftwork.load(result.bundle)
+    sentiment = graftwork.load(result.bundle, task="sentiment")
     assert sentiment.predict(["a fine film"])[0]["label"] in {"0", "1"}
     tagger = graftwork.load(result.bundle, task="ner")
     assert "entities" in tagger.predict(["Peter lives in Berlin ."])[0]
     again = tagger.evaluate(conll_small["eval"])
     assert again["f1"] == pytest.approx(tasks["ner"]["eval"]["f1"])
-    with pytest.raises(BundleError, match="no task 'pos'; its tasks: sentiment, ner"):
+    assert graftwork.load(result.bundle).task_config.type == {"ner": "ner"}.get(root_task, "classification")
+    with pytest.raises(BundleError, match=f"no task 'pos'; its tasks: {root_task}, {other}"):
         graftwork.load(result.bundle, task="pos")
     specs = expand([f"svc={result.bundle}"])
     assert specs == [
-        f"svc-sentiment={result.bundle / '.'}",
-        f"svc-ner={result.bundle / 'tasks/ner'}",
+        f"svc-{root_task}={result.bundle / '.'}",
+        f"svc-{other}={result.bundle / 'tasks' / other}",
     ]
 
 

@@ -97,15 +97,21 @@ def batch_plan(task_lengths: list[list[int]], cfg, config: MultiTaskConfig):
 
 
 class MultiTaskModel(nn.Module):
-    """Task name → transformers model; all share the first one's encoder module."""
+    """Task name → transformers model; all share one encoder module.
+
+    The shared encoder is the fullest of theirs (most parameters): transformers builds a
+    token-classification BERT without the pooler a sentence head reads, so with NER listed
+    first its encoder would leave the sentence head nothing to pool. All were loaded from the
+    same weights, so the fullest one holds everything any head needs."""
 
     def __init__(self, models: dict[str, nn.Module]):
         super().__init__()
         self.heads = nn.ModuleDict(models)
-        first = next(iter(models.values()))
-        prefix = first.base_model_prefix
+        prefix = next(iter(models.values())).base_model_prefix
+        encoders = [getattr(model, prefix) for model in models.values()]
+        shared = max(encoders, key=lambda e: sum(p.numel() for p in e.parameters()))
         for model in models.values():
-            setattr(model, prefix, getattr(first, prefix))
+            setattr(model, prefix, shared)
 
 
 def train(recipe, accelerator, resume: bool = False):
