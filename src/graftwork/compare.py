@@ -151,6 +151,7 @@ COLUMNS = (
     ("examples_per_second", "ex/s"),
     ("peak_rss_mb", "peak RSS MB"),
     ("training_rss_mb", "+training MB"),
+    ("peak_heap_mb", "heap MB"),
     ("task_specific_mb", "task MB"),
 )
 
@@ -165,5 +166,6 @@ def cells(row: dict) -> list[str]:
         f"{row['examples_per_second']:.1f}",
         f"{row['peak_rss_mb']:.0f}",
         f"{row['training_rss_mb']:.0f}",
+        "-" if row.get("peak_heap_mb") is None else f"{row['peak_heap_mb']:.0f}",
         f"{row['task_specific_mb']:.2f}",
     ]

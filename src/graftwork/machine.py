@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 from pathlib import Path
@@ -38,29 +39,76 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class PeakMemory:
-    """Peak resident memory (and GPU memory) while the `with` block runs.
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
 
-    A thread samples RSS every `interval` seconds; `start_mb` is the RSS on entry, so
-    `peak_mb - start_mb` is what the block itself needed on top of what was loaded before."""
+
+def _mallinfo2():
+    try:
+        libc = ctypes.CDLL(None)
+        fn = libc.mallinfo2  # glibc >= 2.33
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_in_use_mb() -> float | None:
+    """Bytes malloc has handed out and not had back (all arenas plus mmapped blocks), in MiB.
+
+    Unlike RSS this leaves out memory the allocator keeps after it was freed: glibc rarely
+    returns freed blocks of a fragmented heap to the OS, so after the first training steps RSS
+    holds a high-water mark of every transient tensor rather than what is live. Tensors are
+    malloc'd, so this is the CPU analogue of `torch.cuda.max_memory_allocated`. None where
+    the C library is not glibc 2.33 or newer."""
+    if _MALLINFO2 is None:
+        return None
+    info = _MALLINFO2()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
+class PeakMemory:
+    """Peak resident memory, malloc'd memory in use (and GPU memory) while the `with` block runs.
+
+    A thread samples both every `interval` seconds; `start_mb` / `heap_start_mb` are the values
+    on entry, so `peak - start` is what the block itself needed on top of what was loaded
+    before. RSS is what the OS charges (and what an out-of-memory kill sees); the heap in use
+    is what tensors and objects actually hold (see `heap_in_use_mb`)."""
 
     def __init__(self, interval: float = 0.02):
         import threading
 
         self.interval = interval
         self.start_mb = self.peak_mb = 0.0
+        self.heap_start_mb = self.heap_peak_mb = None
         self.gpu_peak_mb: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def _take(self) -> None:
+        self.peak_mb = max(self.peak_mb, rss_mb())
+        heap = heap_in_use_mb()
+        if heap is not None:
+            self.heap_peak_mb = max(self.heap_peak_mb or 0.0, heap)
+
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, rss_mb())
+            self._take()
 
     def __enter__(self) -> PeakMemory:
         import torch
 
         self.start_mb = self.peak_mb = rss_mb()
+        self.heap_start_mb = self.heap_peak_mb = heap_in_use_mb()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self._thread.start()
@@ -71,14 +119,17 @@ class PeakMemory:
 
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, rss_mb())
+        self._take()
         if torch.cuda.is_available():
             self.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
 
     def as_dict(self) -> dict:
+        heap = self.heap_peak_mb is not None and self.heap_start_mb is not None
         return {
             "peak_rss_mb": round(self.peak_mb, 1),
             "rss_before_mb": round(self.start_mb, 1),
             "training_rss_mb": round(self.peak_mb - self.start_mb, 1),
+            "peak_heap_mb": round(self.heap_peak_mb, 1) if heap else None,
+            "training_heap_mb": round(self.heap_peak_mb - self.heap_start_mb, 1) if heap else None,
             "gpu_peak_mb": None if self.gpu_peak_mb is None else round(self.gpu_peak_mb, 1),
         }

@@ -199,6 +199,8 @@ COMPARE_COLUMNS = (
     ("examples_per_second", "train ex/s"),
     ("peak_rss_mb", "peak RSS MB"),
     ("training_rss_mb", "added by training MB"),
+    ("peak_heap_mb", "peak heap in use MB"),
+    ("training_heap_mb", "heap added by training MB"),
     ("gpu_peak_mb", "GPU peak MB"),
     ("bundle_mb", "bundle MB"),
     ("task_specific_mb", "task-specific MB"),
