@@ -7,10 +7,15 @@ one writes first: FastAPI calling `Predictor.predict` on each request's texts, o
 pass per request, one request at a time (a single model thread, as a lock around the model
 would).
 
-1. Load: `--clients` concurrent clients (asyncio + httpx, one connection each) send SST-2 dev
-   sentences (`recipe.data_root()/sst2/dev.tsv`), one per request, for `--seconds`; then
-   requests still open get up to 30 s to finish. Reported per server: requests/s, p50, p95
-   and p99 latency, 5xx and other failures; then graft/naive ratios.
+1. Load: `--clients` concurrent connections send SST-2 dev sentences
+   (`recipe.data_root()/sst2/dev.tsv`), one per request, for `--seconds`. The load generator is
+   `wrk` (C, with `benchmarks/serve_wrk.lua`) when it is installed (`apt-get install wrk`),
+   else asyncio + httpx clients, which on 2 cores take a core from the servers (`--load`
+   chooses). Reported per server: requests/s, p50, p95 and p99 latency, non-2xx answers and
+   socket errors; then graft/naive ratios.
+   The naive server runs once per `--naive-backends` entry: `same` (graft serve's backend:
+   isolates what batching buys) and `torch` (a transformers model per request: the Flask
+   wrapper users write today).
 2. Long texts (graft serve only; the naive server truncates): one document at a time of about
    1k, 5k and 20k tokens (SST-2 dev sentences joined, counted with the bundle's tokenizer),
    `--repeats` times each; reported as milliseconds per 1,000 tokens and windows used.
@@ -19,6 +24,7 @@ The client shares the machine with the server, as it would on one host; on few c
 CPU from both servers alike. Results go to `--out` (JSON) with the CPU's name.
 
     python benchmarks/serve_load.py --bundle runs/quickstart/bundle              # 30 s each
+    python benchmarks/serve_load.py --bundle B --naive-backends same --load python
     python benchmarks/serve_load.py --bundle runs/quickstart/bundle --seconds 5 --out x.json
 """
 
@@ -30,6 +36,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -175,8 +182,9 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float) ->
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    server_errors = sum(n for k, n in statuses.items() if k.startswith("5"))
+    answered = sum(n for k, n in statuses.items() if k.isdigit())
     return {
+        "load": "python",
         "requests": sum(statuses.values()),
         "ok": len(latencies),
         "seconds": elapsed,
@@ -184,9 +192,35 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float) ->
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)),
-        "5xx": server_errors,
-        "other_failures": sum(statuses.values()) - len(latencies) - server_errors,
+        "non_2xx": answered - len(latencies),
+        "socket_errors": sum(statuses.values()) - answered,
         "statuses": statuses,
+    }
+
+
+WRK_SCRIPT = Path(__file__).with_name("serve_wrk.lua")
+
+
+def wrk_test(url: str, clients: int, seconds: float) -> dict:
+    """The same load from `wrk` (one thread, `clients` connections), parsed from its done()."""
+    command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s"]
+    command += ["-s", str(WRK_SCRIPT), f"{url}/v1/models/bench/predict"]
+    env = {**os.environ, "GRAFT_DATA": str(data_root())}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("GRAFT-WRK "))
+    requests, elapsed, p50, p95, p99, non_2xx, socket_errors = line.split()[1:]
+    ok = int(requests) - int(non_2xx)
+    return {
+        "load": "wrk",
+        "requests": int(requests),
+        "ok": ok,
+        "seconds": float(elapsed),
+        "requests_per_second": ok / float(elapsed),
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "non_2xx": int(non_2xx),
+        "socket_errors": int(socket_errors),
     }
 
 
@@ -237,8 +271,8 @@ def long_text_latency(url: str, docs: dict[int, str], repeats: int) -> list[dict
 
 def show(name: str, row: dict) -> None:
     print(
-        f"{name:12}{row['requests_per_second']:10.1f}{row['p50_ms']:10.1f}{row['p95_ms']:10.1f}"
-        f"{row['p99_ms']:10.1f}{row['5xx']:8d}{row['other_failures']:8d}"
+        f"{name:20}{row['requests_per_second']:10.1f}{row['p50_ms']:10.1f}{row['p95_ms']:10.1f}"
+        f"{row['p99_ms']:10.1f}{row['non_2xx']:9d}{row['socket_errors']:8d}"
     )
 
 
@@ -250,6 +284,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="long-text runs per size")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (both servers)")
     parser.add_argument("--backend", default="auto", help="auto | torch | onnx | onnx-int8")
+    parser.add_argument(
+        "--naive-backends",
+        default="same,torch",
+        help="naive server backends, comma-separated: same (graft serve's) and/or a backend",
+    )
+    parser.add_argument("--load", default="auto", choices=["auto", "wrk", "python"])
     parser.add_argument("--skip-long", action="store_true", help="skip the long-text part")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/serve_load.json"))
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
@@ -259,29 +299,23 @@ def main() -> None:
 
     texts = sst2_dev()
     threads = args.threads or serving_threads()
-    common = ["--backend", args.backend, "--threads", str(threads)]
-    graft_cmd = [
-        sys.executable,
-        "-m",
-        "graftwork.cli",
-        "serve",
-        f"bench={args.bundle}",
-        "--port",
-        "0",
-        "--max-input-chars",
-        "1000000",
-        "--log-level",
-        "warning",
-        *common,
-    ]
-    naive_cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--naive-server",
-        "--bundle",
-        str(args.bundle),
-        *common,
-    ]
+    load = args.load if args.load != "auto" else ("wrk" if shutil.which("wrk") else "python")
+    if load == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("--load wrk: wrk is not installed (apt-get install wrk)")
+    graft_cmd = [sys.executable, "-m", "graftwork.cli", "serve", f"bench={args.bundle}"]
+    graft_cmd += ["--port", "0", "--max-input-chars", "1000000", "--log-level", "warning"]
+    graft_cmd += ["--backend", args.backend, "--threads", str(threads)]
+    servers = {"graft serve": graft_cmd}
+    for backend in args.naive_backends.split(","):
+        backend = args.backend if backend == "same" else backend
+        servers[f"naive ({backend})"] = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--naive-server",
+            "--bundle",
+            str(args.bundle),
+            *["--backend", backend, "--threads", str(threads)],
+        ]
     results: dict = {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
@@ -289,42 +323,52 @@ def main() -> None:
         "clients": args.clients,
         "threads": threads,
         "seconds": args.seconds,
+        "load": load,
         "texts": "sst2/dev.tsv",
+        "servers": {},
     }
-    for name, command in (("graft serve", graft_cmd), ("naive", naive_cmd)):
+    for name, command in servers.items():
         server = Server(command)
         try:
-            results[name] = asyncio.run(load_test(server.url, texts, args.clients, args.seconds))
+            if load == "wrk":
+                row = wrk_test(server.url, args.clients, args.seconds)
+            else:
+                row = asyncio.run(load_test(server.url, texts, args.clients, args.seconds))
+            results["servers"][name] = row
             if name == "graft serve":
-                results["graft serve"]["metrics"] = httpx.get(f"{server.url}/metrics").text
+                row["metrics"] = httpx.get(f"{server.url}/metrics").text
                 if not args.skip_long:
                     docs = long_documents(args.bundle, texts)
                     results["long_text"] = long_text_latency(server.url, docs, args.repeats)
         finally:
             server.stop()
-    graft, naive = results["graft serve"], results["naive"]
-    results["ratio"] = {
-        "requests_per_second": graft["requests_per_second"]
-        / max(naive["requests_per_second"], 1e-9),
-        "p50": graft["p50_ms"] / naive["p50_ms"],
-        "p99": graft["p99_ms"] / naive["p99_ms"],
-    }
+    graft = results["servers"]["graft serve"]
     print(
         f"CPU: {results['cpu']} ({results['cores']} cores, {threads} model threads); "
-        f"{args.clients} clients, "
-        f"{args.seconds:g} s each, bundle {args.bundle}"
+        f"{args.clients} connections ({load}), {args.seconds:g} s each, bundle {args.bundle}, "
+        f"backend {args.backend}"
     )
     print(
-        f"{'server':12}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
-        f"{'5xx':>8}{'failed':>8}"
+        f"{'server':20}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
+        f"{'non-2xx':>9}{'socket':>8}"
     )
-    show("graft serve", graft)
-    show("naive", naive)
-    ratio = results["ratio"]
-    print(
-        f"graft/naive: {ratio['requests_per_second']:.2f}x requests/s, "
-        f"p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x"
-    )
+    for name, row in results["servers"].items():
+        show(name, row)
+    results["ratios"] = {}
+    for name, row in results["servers"].items():
+        if name == "graft serve":
+            continue
+        ratio = {
+            "requests_per_second": graft["requests_per_second"]
+            / max(row["requests_per_second"], 1e-9),
+            "p50": graft["p50_ms"] / row["p50_ms"],
+            "p99": graft["p99_ms"] / row["p99_ms"],
+        }
+        results["ratios"][name] = ratio
+        print(
+            f"graft serve / {name}: {ratio['requests_per_second']:.2f}x requests/s, "
+            f"p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x"
+        )
     for row in results.get("long_text", []):
         print(
             f"long text {row['tokens']:>6} tokens: {row['windows']:4d} windows, "

@@ -13,3 +13,12 @@ request = function()
   i = i % #texts + 1
   return wrk.format(nil, nil, nil, '{"inputs": ["' .. texts[i] .. '"]}')
 end
+
+-- one machine-readable line for benchmarks/serve_load.py (--load wrk): requests, seconds,
+-- p50/p95/p99 latency in ms, responses that were not 2xx/3xx, socket errors
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("GRAFT-WRK %d %.3f %.3f %.3f %.3f %d %d\n", summary.requests,
+    summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(95) / 1e3,
+    latency:percentile(99) / 1e3, e.status, e.connect + e.read + e.write + e.timeout))
+end
