@@ -82,7 +82,7 @@ class PeakMemory:
     A thread samples both every `interval` seconds; `start_mb` / `heap_start_mb` are the values
     on entry, so `peak - start` is what the block itself needed on top of what was loaded
     before. RSS is what the OS charges (and what an out-of-memory kill sees); the heap in use
-    is what tensors and objects actually hold (see `heap_in_use_mb`)."""
+    is what live malloc'd memory (tensors, most buffers) holds (see `heap_in_use_mb`)."""
 
     def __init__(self, interval: float = 0.02):
         import threading
