@@ -124,7 +124,7 @@ class PeakMemory:
             self.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
 
     def as_dict(self) -> dict:
-        heap = self.heap_peak_mb is not None and self.heap_start_mb is not None
+        heap = self.heap_start_mb is not None  # None: no mallinfo2 here, so never sampled
         return {
             "peak_rss_mb": round(self.peak_mb, 1),
             "rss_before_mb": round(self.start_mb, 1),

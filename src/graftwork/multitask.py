@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .errors import BundleError, GraftError, RecipeError
+from .methods import count_parameters
 from .recipe import MultiTaskConfig
 
 log = logging.getLogger("graftwork")
@@ -109,7 +110,7 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(models)
         prefix = next(iter(models.values())).base_model_prefix
         encoders = [getattr(model, prefix) for model in models.values()]
-        shared = max(encoders, key=lambda e: sum(p.numel() for p in e.parameters()))
+        shared = max(encoders, key=lambda e: count_parameters(e)["total"])
         for model in models.values():
             setattr(model, prefix, shared)
 
