@@ -1,7 +1,7 @@
 """Compression trade-offs side by side: task metric, inputs/s and size of several bundles.
 
 Each bundle is measured with every backend it holds (PyTorch, ONNX FP32, ONNX INT8), on the
-same labelled file, in one process, with `graftwork.compress.chain.measure` (best of 2 passes).
+same labelled file, in one process, with `graftwork.runs.compress.measure` (best of 2 passes).
 Speed-ups are against the first bundle with the same backend, so a teacher and its student
 (or an unpruned and a pruned model) are compared like for like.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from graftwork.compress.chain import measure
 from graftwork.machine import cpu_name
-from graftwork.pipeline import quiet_libraries
+from graftwork.runs.compress import measure
+from graftwork.runs.finetune import quiet_libraries
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from graftwork.machine import describe
-from graftwork.pipeline import train
+from graftwork.runs.finetune import train
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "conll-to-wikiann-dann.yaml"
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from graftwork.machine import describe
-from graftwork.pipeline import train
+from graftwork.runs.finetune import train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -23,7 +23,7 @@ import torch
 import graftwork
 from graftwork.data.readers import read_examples
 from graftwork.machine import cpu_name
-from graftwork.pipeline import quiet_libraries
+from graftwork.runs.finetune import quiet_libraries
 
 
 def timed(fn, repeats: int):

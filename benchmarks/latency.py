@@ -19,7 +19,7 @@ import torch
 
 import graftwork
 from graftwork.machine import cpu_name
-from graftwork.pipeline import quiet_libraries
+from graftwork.runs.finetune import quiet_libraries
 
 
 def texts_of(path: Path) -> list[str]:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from graftwork import backbones
+from graftwork.backbones import load as backbones
 from graftwork.data.sampling import subsample
 from graftwork.machine import cpu_name
-from graftwork.pipeline import train
-from graftwork.pretrain import (
+from graftwork.runs.finetune import train
+from graftwork.runs.pretrain import (
     EVAL_MASK_SEED,
     load_mlm_model,
     masked_set,
@@ -33,7 +33,7 @@ from graftwork.pretrain import (
     read_corpus,
     warm_head,
 )
-from graftwork.vocab import extend
+from graftwork.runs.vocab import extend
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 import graftwork
-from graftwork.compress.prune import apply_pruning, prune_bundle
+from graftwork.backbones.surgery import apply_pruning
+from graftwork.compress.prune import prune_bundle
 from graftwork.data.readers import read_examples
-from graftwork.infer import logits_for, torch_forward
+from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.machine import cpu_name
 from graftwork.methods import count_parameters
-from graftwork.pipeline import setup_logging
+from graftwork.runs.finetune import setup_logging
 
 
 def load(bundle: Path, threads: int):

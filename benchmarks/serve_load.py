@@ -47,8 +47,8 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
+from graftwork.config.recipe import data_root
 from graftwork.machine import cpu_name
-from graftwork.recipe import data_root
 from graftwork.serve.model import serving_threads
 
 LONG_TOKENS = (1_000, 5_000, 20_000)
@@ -73,8 +73,8 @@ def naive_server(bundle: Path, threads: int | None, backend: str) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from graftwork.pipeline import quiet_libraries
-    from graftwork.predictor import load
+    from graftwork.inference.predictor import load
+    from graftwork.runs.finetune import quiet_libraries
     from graftwork.serve import listen
 
     quiet_libraries()

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graftwork import backbones
+from graftwork.backbones import load as backbones
+from graftwork.config.recipe import DataConfig, TaskConfig, data_root
 from graftwork.data.sampling import subsample
 from graftwork.machine import cpu_name
-from graftwork.pipeline import quiet_libraries, train
-from graftwork.recipe import DataConfig, TaskConfig, data_root
+from graftwork.runs.finetune import quiet_libraries, train
 
 
 def run_trainer(args, examples, dev, out_dir: Path) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from graftwork.recipe import data_root
+from graftwork.config.recipe import data_root
 
 DATA = Path(data_root())
 

@@ -15,11 +15,11 @@ import torch
 
 import graftwork
 from conftest import tiny_recipe
+from graftwork.config.recipe import load_recipe
 from graftwork.errors import BundleError, GraftError, RecipeError
 from graftwork.methods import adapter as adapters
 from graftwork.methods import count_parameters
-from graftwork.pipeline import train
-from graftwork.recipe import load_recipe
+from graftwork.runs.finetune import train
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful", "meh"]
 

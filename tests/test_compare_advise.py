@@ -9,11 +9,11 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import tiny_recipe
-from graftwork.advise import SERVING, advise
 from graftwork.cli import app
-from graftwork.compare import compare, parse_lrs
 from graftwork.errors import GraftError
 from graftwork.machine import PeakMemory, heap_in_use_mb
+from graftwork.runs.advise import SERVING, advise
+from graftwork.runs.compare import compare, parse_lrs
 
 
 def test_compare_runs_every_method_and_measures_it(tiny_bert, sst2_small, tmp_path):

@@ -9,10 +9,11 @@ import torch
 
 import graftwork
 from conftest import tiny_recipe
-from graftwork.compress.config import DistillConfig
-from graftwork.compress.distill import distill, distill_loss, kept_layers, shrink_copy
+from graftwork.compress.distill import distill_loss, kept_layers, shrink_copy
+from graftwork.config.compress import DistillConfig
 from graftwork.errors import GraftError
-from graftwork.pipeline import train
+from graftwork.runs.distill import distill
+from graftwork.runs.finetune import train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import graftwork
 from conftest import tiny_recipe
 from graftwork.export import export_bundle
 from graftwork.export import onnx as onnx_export
-from graftwork.pipeline import train
+from graftwork.runs.finetune import train
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful", "meh"]
 

@@ -7,11 +7,12 @@ import torch
 
 import graftwork
 from conftest import tiny_recipe
+from graftwork import registry
+from graftwork.backbones.layout import depth_of_parameters
+from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError, RecipeError
-from graftwork.methods import METHODS, count_parameters, full
-from graftwork.methods.layers import depth_of_parameters
-from graftwork.pipeline import train
-from graftwork.recipe import load_recipe
+from graftwork.methods import count_parameters, full
+from graftwork.runs.finetune import train
 from graftwork.train.loop import param_groups
 
 
@@ -102,7 +103,9 @@ def test_gradual_unfreezing_trains_end_to_end_and_moves_every_layer(
 
 
 def test_frozen_method_trains_only_the_head(tiny_bert, sst2_small, tmp_path):
-    model = METHODS["frozen"].apply(classifier(tiny_bert), load_recipe({"method": "frozen"}).method)
+    model = registry.method("frozen").apply(
+        classifier(tiny_bert), load_recipe({"method": "frozen"}).method
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
     assert count_parameters(model)["trainable"] == model.classifier.weight.numel() + 2

@@ -9,10 +9,11 @@ import torch
 
 import graftwork
 from conftest import tiny_recipe
+from graftwork.bundle.tasks import expand
+from graftwork.config.recipe import MultiTaskConfig, load_recipe
 from graftwork.errors import BundleError, RecipeError
-from graftwork.multitask import batch_plan, expand, sampling_weights
-from graftwork.pipeline import train
-from graftwork.recipe import MultiTaskConfig, load_recipe
+from graftwork.runs.finetune import train
+from graftwork.runs.multitask import batch_plan, sampling_weights
 
 TASKS = {"a": {"task": {"type": "classification"}, "data": {}}, "b": {"task": {}, "data": {}}}
 

@@ -12,15 +12,15 @@ from safetensors.torch import load_file
 
 import graftwork
 from conftest import DATA, conll_sentences, tiny_recipe
-from graftwork import backbones
+from graftwork import registry
+from graftwork.backbones import load as backbones
+from graftwork.config.recipe import DataConfig, TaskConfig, load_recipe
 from graftwork.data.readers import read_examples
 from graftwork.errors import DataError, GraftError, RecipeError
-from graftwork.methods import METHODS
 from graftwork.objectives import dann, prepare
 from graftwork.objectives.dann import DannConfig, DomainHead, reverse_gradient, schedule
 from graftwork.objectives.ewc import penalty
-from graftwork.pipeline import read_splits, train
-from graftwork.recipe import DataConfig, TaskConfig, load_recipe
+from graftwork.runs.finetune import read_splits, train
 from graftwork.train.loop import param_groups
 
 
@@ -113,7 +113,7 @@ def test_domain_classifier_trains_in_the_loops_optimizer_at_head_lr_and_is_not_s
         mine = {id(p) in head for p in group["params"]}
         assert len(mine) == 1  # a group holds head parameters only, or none
         assert group["lr"] == pytest.approx(5e-3 if mine == {True} else 1e-3)
-    hooks.method(METHODS["full"]).finish(model, tmp_path)
+    hooks.method(registry.method("full")).finish(model, tmp_path)
     assert not hasattr(model, dann.ATTR)
 
 

@@ -13,18 +13,18 @@ from typer.testing import CliRunner
 import graftwork
 from conftest import DATA, head, tiny_recipe
 from graftwork.cli import app
+from graftwork.config.recipe import BackboneConfig
 from graftwork.data.encode import IGNORE
 from graftwork.errors import BundleError, DataError, GraftError, RecipeError
-from graftwork.pipeline import train
-from graftwork.pretrain import (
+from graftwork.runs.finetune import train
+from graftwork.runs.pretrain import (
     encode_documents,
     load_mlm_model,
     load_pretrain_recipe,
     mask_features,
     pretrain,
 )
-from graftwork.recipe import BackboneConfig
-from graftwork.vocab import MineConfig, extend, mine_terms, tokens_per_word, words
+from graftwork.runs.vocab import MineConfig, extend, mine_terms, tokens_per_word, words
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "pretrain-sst2.yaml"
 

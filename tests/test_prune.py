@@ -10,22 +10,19 @@ import torch
 
 import graftwork
 from conftest import tiny_recipe
+from graftwork.backbones.surgery import apply_pruning, find_layers, prune_heads, standard_copy
 from graftwork.compress.prune import (
-    apply_pruning,
     choose_heads,
     choose_neurons,
-    find_layers,
     importance,
     normalise_by_layer,
     prune_bundle,
-    prune_heads,
-    standard_copy,
 )
+from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data.batching import collate
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError, GraftError
-from graftwork.pipeline import train
-from graftwork.recipe import DataConfig, TaskConfig
+from graftwork.runs.finetune import train
 from graftwork.tasks import classification
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful", "meh"]

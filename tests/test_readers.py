@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import DATA
+from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data.readers import iob2_problem, read_examples
 from graftwork.errors import DataError
-from graftwork.recipe import DataConfig, TaskConfig
 
 CLS = TaskConfig(type="classification", text="sentence", label="label")
 NER = TaskConfig(type="ner")

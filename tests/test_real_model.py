@@ -9,7 +9,7 @@ import pytest
 
 import graftwork
 from conftest import DATA
-from graftwork.pipeline import train
+from graftwork.runs.finetune import train
 
 pytestmark = pytest.mark.slow
 

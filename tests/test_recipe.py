@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from graftwork.config.recipe import load_recipe, parse_overrides
 from graftwork.errors import RecipeError
-from graftwork.recipe import load_recipe, parse_overrides
 
 # pretraining recipes have their own schema; tests/test_pretrain.py validates them
 RECIPES = [

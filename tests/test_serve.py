@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from conftest import DATA, conll_sentences, tiny_recipe
-from graftwork import pipeline
-from graftwork.predictor import load
+from graftwork.inference.predictor import load
+from graftwork.runs import finetune as pipeline
 from graftwork.serve import ServedModel, address, create_app, listen, make_config
 from graftwork.tasks import ner
 

@@ -18,9 +18,9 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_recipe
-from graftwork import pipeline
 from graftwork.cli import app
 from graftwork.errors import GraftError
+from graftwork.runs import finetune as pipeline
 from graftwork.serve import load_models, make_config
 
 runner = CliRunner()

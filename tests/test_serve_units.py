@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA
+from graftwork.data.windows import aggregate, merge_words, split_texts, split_words
 from graftwork.errors import GraftError
 from graftwork.serve import make_config
 from graftwork.serve.batcher import Batcher, QueueFull
-from graftwork.serve.windows import aggregate, merge_words, split_texts, split_words
 from graftwork.tasks import ner
 
 # The batcher ---------------------------------------------------------------------------------

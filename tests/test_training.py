@@ -9,10 +9,10 @@ import torch
 
 import graftwork
 from conftest import tiny_recipe
-from graftwork.backbones import resolve
+from graftwork.backbones.load import resolve
+from graftwork.config.recipe import BackboneConfig
 from graftwork.errors import BackboneError, BundleError, DataError, GraftError
-from graftwork.pipeline import train
-from graftwork.recipe import BackboneConfig
+from graftwork.runs.finetune import train
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful"]
 

@@ -8,8 +8,8 @@ model.predict(["a gripping, funny film"])
 
 from __future__ import annotations
 
-from .errors import BackboneError, BundleError, DataError, GraftError, RecipeError
-from .recipe import Recipe, load_recipe
+from graftwork.config.recipe import Recipe, load_recipe
+from graftwork.errors import BackboneError, BundleError, DataError, GraftError, RecipeError
 
 __version__ = "0.1.0"
 
@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 def run(recipe, overrides=None, resume: bool = False, overwrite: bool = False):
     """Run a recipe (path, dict or Recipe): train, evaluate, bundle, report.
 
-    (Training alone is `graftwork.pipeline.train`; `graftwork.train` is the training package.)
+    (Training alone is `graftwork.runs.finetune.train`; `graftwork.train` is the training package.)
     """
-    from .pipeline import run as _run
+    from graftwork.runs.finetune import run as _run
 
     return _run(recipe, overrides, resume=resume, overwrite=overwrite)
 
@@ -35,7 +35,7 @@ def load(
     """Load a bundle for prediction and evaluation (backend: auto picks its fastest artifact;
     adapter: which of an adapter bundle's adapters is active, default the one it was trained
     with; task: which task of a multi-task bundle answers, default the first)."""
-    from .predictor import load as _load
+    from graftwork.inference.predictor import load as _load
 
     return _load(
         bundle, verify=verify, threads=threads, backend=backend, adapter=adapter, task=task

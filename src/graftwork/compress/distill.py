@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..data.encode import IGNORE
-from ..errors import GraftError
-from ..methods import METHODS
-from .config import DistillConfig
+from graftwork.config.compress import DistillConfig
+from graftwork.data.encode import IGNORE
+from graftwork.errors import GraftError
 
 log = logging.getLogger("graftwork")
 
@@ -58,13 +56,13 @@ def _layer_slot(model) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
     )
 
 
-def _layer_list(model) -> torch.nn.ModuleList:
+def layer_list(model) -> torch.nn.ModuleList:
     return _layer_slot(model)[2]
 
 
 def shrink_copy(teacher, student_layers: int):
     """A copy of the teacher that keeps `student_layers` of its layers (weights copied)."""
-    keep = kept_layers(len(_layer_list(teacher)), student_layers)
+    keep = kept_layers(len(layer_list(teacher)), student_layers)
     student = copy.deepcopy(teacher)
     owner, name, layers = _layer_slot(student)
     kept = torch.nn.ModuleList([layers[i] for i in keep])
@@ -121,103 +119,3 @@ def distill_loss(teacher, cfg: DistillConfig, layer_map: list[int] | None):
         return loss
 
     return loss_fn
-
-
-def distill(teacher_bundle: Path, recipe=None, overrides: list[str] | None = None, resume=False):
-    """Train a student from `teacher_bundle`; the recipe gives data, training and
-    `compress.distill` (default: the teacher's own recipe with a 3-layer student)."""
-    from .. import backbones
-    from ..bundle import read_manifest
-    from ..pipeline import read_splits, start, train_and_save
-    from ..predictor import Predictor
-
-    manifest = read_manifest(teacher_bundle)
-    if manifest.get("method") == "adapter":
-        raise GraftError(
-            f"{teacher_bundle} keeps its adapter outside the model weights; distil from a full or "
-            "LoRA bundle (a copied student would lose the adapter)"
-        )
-    if recipe is None:
-        recipe = dict(manifest["recipe"])
-        recipe["name"] = f"{manifest['name']}-student"
-        recipe["method"] = {"type": "full"}
-    recipe, accelerator = start(recipe, overrides, resume, overwrite=False)
-    cfg = recipe.compress.distill or DistillConfig()
-    if recipe.task.type != manifest["task"]:
-        raise GraftError(
-            f"the recipe's task is {recipe.task.type} but the teacher {teacher_bundle} was "
-            f"trained for {manifest['task']}"
-        )
-    teacher_pred = Predictor(teacher_bundle, backend="torch")
-    teacher, tokenizer = teacher_pred.model, teacher_pred.tokenizer
-    extra = _pseudo_labelled(teacher_pred, cfg.unlabeled) if cfg.unlabeled else None
-    updates = {k: v for k, v in (("epochs", cfg.epochs), ("lr", cfg.lr)) if v is not None}
-    recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update=updates)})
-    splits = read_splits(recipe, tokenizer, labels=manifest["labels"], extra=extra)
-    torch.manual_seed(recipe.train.seed)
-    if cfg.student:
-        folder = backbones.resolve(cfg.student)
-        student_tok = backbones.load_tokenizer(folder, recipe.backbone)
-        if student_tok.get_vocab() != tokenizer.get_vocab():
-            raise GraftError(
-                f"student backbone {cfg.student} has a different vocabulary from the teacher; "
-                "distillation here needs a shared tokenizer (or use student_layers)"
-            )
-        student = backbones.load_model(
-            folder, recipe.backbone, splits.task.model_class(), splits.labels, tokenizer
-        )
-        layer_map = None
-    else:
-        student, layer_map = shrink_copy(teacher, cfg.student_layers or 3)
-    if cfg.hidden_weight and getattr(student.config, "hidden_size", None) != getattr(
-        teacher.config, "hidden_size", None
-    ):
-        raise GraftError("compress.distill.hidden_weight needs student and teacher of one width")
-    log.info(
-        "distilling %s (%d layers) into %s",
-        teacher_bundle,
-        len(_layer_list(teacher)),
-        f"{len(layer_map)} of its layers {layer_map}" if layer_map else cfg.student,
-    )
-    method = METHODS["full"]
-    student = method.apply(student, method.FullConfig())
-    extra_manifest = {
-        "distillation": {
-            "teacher": str(teacher_bundle),
-            "teacher_metrics": manifest.get("metrics", {}),
-            "teacher_layers": len(_layer_list(teacher)),
-            "student_layers": len(_layer_list(student)),
-            "kept_layers": layer_map,
-            **cfg.model_dump(),
-        }
-    }
-    return train_and_save(
-        recipe,
-        accelerator,
-        splits,
-        student,
-        method,
-        resume=resume,
-        loss_fn=distill_loss(teacher, cfg, layer_map),
-        manifest_extra=extra_manifest,
-    )
-
-
-def _pseudo_labelled(teacher_pred, path: str) -> list[dict]:
-    """Unlabelled texts with the teacher's predicted labels (tags for NER)."""
-    file = Path(path)
-    if not file.is_file():
-        raise GraftError(f"compress.distill.unlabeled: {file} does not exist")
-    texts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    answers = teacher_pred.predict(texts)
-    examples = []
-    for number, (text, answer) in enumerate(zip(texts, answers, strict=True), start=1):
-        example = teacher_pred.task.from_text(text)
-        example["line"] = number
-        if "tags" in answer:
-            example["tags"] = answer["tags"]
-        else:
-            example["label"] = answer["label"]
-        examples.append(example)
-    log.info("labelled %d unlabelled texts from %s with the teacher", len(examples), file)
-    return examples

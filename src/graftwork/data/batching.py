@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .encode import IGNORE
+from graftwork.data.encode import IGNORE
 
 MEGA_BATCHES = 50  # a shuffled window of this many batches is sorted by length
 

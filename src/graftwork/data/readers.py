@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
-from ..recipe import DataConfig, TaskConfig
+from graftwork.config.recipe import DataConfig, TaskConfig
+from graftwork.errors import DataError
 
 EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 

@@ -6,13 +6,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-from ..bundle import write_bundle
-from ..data.readers import read_examples
-from ..errors import GraftError
-from ..infer import logits_for, torch_forward
-from ..methods.adapter import load_model
-from ..recipe import load_recipe
-from . import onnx as onnx_export
+from graftwork.bundle import write_bundle
+from graftwork.config.recipe import load_recipe
+from graftwork.data.readers import read_examples
+from graftwork.errors import GraftError
+from graftwork.export import onnx as onnx_export
+from graftwork.inference.forward import logits_for, torch_forward
+from graftwork.inference.onnx import onnx_forward, session
+from graftwork.methods.adapter import load_model
 
 log = logging.getLogger("graftwork")
 
@@ -43,7 +44,7 @@ def export_bundle(
     threads: int | None = None,
 ) -> dict:
     """Add onnx/model.onnx (and onnx/model-int8.onnx) to `bundle`; returns the parity report."""
-    from ..predictor import Predictor
+    from graftwork.inference.predictor import Predictor
 
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
@@ -65,9 +66,7 @@ def export_bundle(
         )
         onnx_export.export_fp32(eager, tokenizer, fp32)
         fused = onnx_export.fuse(fp32, predictor.model.config)
-        outputs = logits_for(
-            onnx_export.onnx_forward(onnx_export.session(fp32, threads)), features, 64, pad
-        )
+        outputs = logits_for(onnx_forward(session(fp32, threads)), features, 64, pad)
         check = onnx_export.parity(reference, outputs)
         if check["max_abs_logit_diff"] > onnx_export.FP32_TOLERANCE:
             raise onnx_export.ParityError(
@@ -84,9 +83,7 @@ def export_bundle(
         if int8:
             q = work / onnx_export.INT8
             onnx_export.quantize(fp32, q, keep_attention_fp32)
-            outputs = logits_for(
-                onnx_export.onnx_forward(onnx_export.session(q, threads)), features, 64, pad
-            )
+            outputs = logits_for(onnx_forward(session(q, threads)), features, 64, pad)
             q_score = task.evaluate(examples, features, outputs, labels, predictor.id2label)[metric]
             artifacts["onnx-int8"] = {
                 "path": f"{onnx_export.ONNX_DIR}/{onnx_export.INT8}",

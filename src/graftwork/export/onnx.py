@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import GraftError
+from graftwork.errors import GraftError
 
 log = logging.getLogger("graftwork")
 
@@ -126,28 +126,6 @@ def quantize(src: Path, dst: Path, keep_attention_fp32: bool) -> None:
             "DefaultTensorType": onnx.TensorProto.FLOAT,
         },
     )
-
-
-def session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_forward(sess):
-    """A forward function over collated batches (dict of tensors) → logits as numpy."""
-    wanted = {i.name for i in sess.get_inputs()}
-
-    def forward(batch: dict) -> np.ndarray:
-        feed = {k: v.numpy() for k, v in batch.items() if k in wanted}
-        return sess.run(["logits"], feed)[0]
-
-    return forward
 
 
 def parity(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:

@@ -49,8 +49,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ..bundle import MANIFEST, read_manifest, sha256
-from ..errors import BundleError, GraftError, RecipeError
+from graftwork.bundle import MANIFEST, read_manifest, sha256
+from graftwork.errors import BundleError, GraftError, RecipeError
 
 ADAPTERS_DIR = "adapters"
 WEIGHTS = "adapter_model.safetensors"
@@ -76,6 +76,9 @@ class AdapterConfig(BaseModel):
     init_scale: float = Field(
         0.02, gt=0, description="Std of the down projection's init; up starts at zero."
     )
+
+
+Config = AdapterConfig  # the registry reads each method's and objective's config here
 
 
 class Bottleneck(nn.Module):
@@ -114,7 +117,7 @@ class Bottleneck(nn.Module):
 
 def apply(model, config: AdapterConfig):
     """Freeze the backbone, insert the adapters, keep the task head trainable."""
-    from . import head_modules
+    from graftwork.methods import head_modules
 
     model.requires_grad_(False)
     insert(model, config)
@@ -194,7 +197,7 @@ def _adapters(model) -> list[Bottleneck]:
 
 def adapter_state(model) -> dict[str, torch.Tensor]:
     """The weights an adapter folder holds: every adapter's and the task head's."""
-    from . import head_modules
+    from graftwork.methods import head_modules
 
     heads = tuple(f"{name}." for name in head_modules(model))
     return {
@@ -221,7 +224,7 @@ def save_adapter(model, folder: Path) -> Path:
     """Write the adapter and head weights (safetensors) and `adapter_config.json`."""
     from safetensors.torch import save_file
 
-    from . import head_modules
+    from graftwork.methods import head_modules
 
     adapters = _adapters(model)
     folder = Path(folder)

@@ -17,8 +17,11 @@ class FrozenConfig(BaseModel):
     type: Literal["frozen"] = "frozen"
 
 
+Config = FrozenConfig  # the registry reads each method's and objective's config here
+
+
 def apply(model, config: FrozenConfig):
-    from . import head_modules
+    from graftwork.methods import head_modules
 
     model.requires_grad_(False)
     for name in head_modules(model):

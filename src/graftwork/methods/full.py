@@ -21,8 +21,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import RecipeError
-from .layers import depth_of_parameters
+from graftwork.backbones.layout import depth_of_parameters
+from graftwork.errors import RecipeError
 
 
 class FullConfig(BaseModel):
@@ -48,6 +48,9 @@ class FullConfig(BaseModel):
             or self.layer_lr_decay
             or self.gradual_unfreeze
         )
+
+
+Config = FullConfig  # the registry reads each method's and objective's config here
 
 
 def _depths(model, config: FullConfig) -> dict[str, int]:

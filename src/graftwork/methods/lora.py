@@ -28,10 +28,13 @@ class LoraConfig(BaseModel):
     )
 
 
+Config = LoraConfig  # the registry reads each method's and objective's config here
+
+
 def apply(model, config: LoraConfig):
     import peft
 
-    from . import head_modules
+    from graftwork.methods import head_modules
 
     peft_config = peft.LoraConfig(
         r=config.r,

@@ -11,8 +11,8 @@ Each objective module holds a pydantic config (with a `type` literal) and
 takes (`train.loop.fit`), what the bundle manifest records under `objective`, how to take the
 objective's own modules out of the model before the bundle is written (the bundle stays a
 plain transformers folder), and metrics to add once the bundle exists. `pipeline.train` calls
-`prepare` after the method is applied. Adding an objective is one module and one line in each
-dict below.
+`prepare` after the method is applied. Adding an objective is one module and one line in
+`graftwork.registry.OBJECTIVES`.
 
 Leaves out: combining objectives in one run (DANN and EWC together), and objectives for the
 compression stages (distillation has its own loss in `compress/distill.py`).
@@ -24,16 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
-
-from . import dann, ewc
-
-OBJECTIVES = {"dann": dann, "ewc": ewc}
-OBJECTIVE_CONFIGS = {"dann": dann.DannConfig, "ewc": ewc.EwcConfig}
-
-ObjectiveConfig = Annotated[dann.DannConfig | ewc.EwcConfig, Field(discriminator="type")]
+from graftwork import registry
 
 
 @dataclass
@@ -85,4 +78,4 @@ def prepare(recipe, model, splits) -> Hooks:
     """The recipe's objective, ready for the loop (no-op hooks when the recipe has none)."""
     if recipe.objective is None:
         return Hooks()
-    return OBJECTIVES[recipe.objective.type].prepare(recipe, model, splits)
+    return registry.objective(recipe.objective.type).prepare(recipe, model, splits)

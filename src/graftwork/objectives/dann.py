@@ -59,9 +59,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ..data.batching import collate
-from ..data.encode import IGNORE
-from ..errors import DataError, GraftError
+from graftwork import registry
+from graftwork.data.batching import collate
+from graftwork.data.encode import IGNORE
+from graftwork.errors import DataError, GraftError
 
 log = logging.getLogger("graftwork")
 
@@ -101,6 +102,9 @@ class DannConfig(BaseModel):
         "keep up with the whole encoder it plays against.",
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the domain classifier.")
+
+
+Config = DannConfig  # the registry reads each method's and objective's config here
 
 
 # ---------------------------------------------------------------- gradient reversal
@@ -155,11 +159,10 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 def read_target(recipe, config: DannConfig, tokenizer) -> list[dict]:
     """Encoded features of the (sampled) unlabelled target texts."""
-    from ..data.readers import read_examples
-    from ..data.sampling import subsample
-    from ..tasks import TASKS
+    from graftwork.data.readers import read_examples
+    from graftwork.data.sampling import subsample
 
-    task = TASKS[recipe.task.type]
+    task = registry.task(recipe.task.type)
     path = recipe.resolve_path(config.target)
     if config.target_format == "text":
         if not path.is_file():
@@ -297,7 +300,7 @@ def _task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def prepare(recipe, model, splits):
     """Read the target text, attach the domain classifier; the loop's hooks for this run."""
-    from . import Hooks
+    from graftwork.objectives import Hooks
 
     config: DannConfig = recipe.objective
     if config.weight == 0:  # no adversary: nothing is read or attached, the plain task loss

@@ -43,9 +43,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data.batching import collate
-from ..data.encode import IGNORE
-from ..errors import BundleError, GraftError, RecipeError
+from graftwork.data.batching import collate
+from graftwork.data.encode import IGNORE
+from graftwork.errors import BundleError, GraftError, RecipeError
 
 log = logging.getLogger("graftwork")
 
@@ -70,6 +70,9 @@ class EwcConfig(BaseModel):
     )
 
 
+Config = EwcConfig  # the registry reads each method's and objective's config here
+
+
 # ---------------------------------------------------------------- the penalty
 
 
@@ -81,7 +84,7 @@ def penalty(terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], streng
 
 def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> dict:
     """Mean over examples of the squared gradient of −log p(gold | x), per named parameter."""
-    from ..train.loop import summed_loss  # here: train.loop imports the recipe
+    from graftwork.train.loop import summed_loss  # here: train.loop imports the recipe
 
     params = dict(model.named_parameters())
     chosen = [params[n] for n in names]
@@ -104,7 +107,7 @@ def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> d
 
 def previous_bundle(recipe, config: EwcConfig) -> tuple[Path, dict]:
     """Task A's bundle folder and manifest, checked to be one task B can continue from."""
-    from ..bundle import read_manifest
+    from graftwork.bundle import read_manifest
 
     path = recipe.resolve_path(config.previous)
     if not path.is_dir():
@@ -153,9 +156,9 @@ def shared_parameters(model, previous_model, where: Path) -> list[tuple[str, tor
 
 def training_sample(predictor, n: int, seed: int):
     """Up to `n` of task A's own training examples (seeded), encoded with A's label map."""
-    from ..data.readers import read_examples
-    from ..data.sampling import subsample
-    from ..recipe import load_recipe
+    from graftwork.config.recipe import load_recipe
+    from graftwork.data.readers import read_examples
+    from graftwork.data.sampling import subsample
 
     recipe_a = load_recipe(predictor.manifest["recipe"])
     path = recipe_a.data_path("train")
@@ -178,10 +181,10 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
     """Task A's metrics with its own model (before) and with task B's encoder (after)."""
     from safetensors.torch import load_file
 
-    from ..data.readers import read_examples
-    from ..infer import evaluate_sets, torch_forward
-    from ..predictor import Predictor
-    from ..recipe import load_recipe
+    from graftwork.config.recipe import load_recipe
+    from graftwork.data.readers import read_examples
+    from graftwork.inference.forward import evaluate_sets, torch_forward
+    from graftwork.inference.predictor import Predictor
 
     a = Predictor(previous, backend="torch")
     recipe_a = load_recipe(a.manifest["recipe"])
@@ -235,8 +238,8 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
 
 def prepare(recipe, model, splits):
     """Start `model`'s encoder from task A's, compute A's Fisher; the loop's hooks."""
-    from ..predictor import Predictor
-    from . import Hooks
+    from graftwork.inference.predictor import Predictor
+    from graftwork.objectives import Hooks
 
     config: EwcConfig = recipe.objective
     if recipe.method.type != "full":
@@ -282,7 +285,7 @@ def prepare(recipe, model, splits):
             config.strength,
         )
     del task_a, previous_model
-    from ..train.loop import summed_loss  # here: train.loop imports the recipe
+    from graftwork.train.loop import summed_loss  # here: train.loop imports the recipe
 
     def loss_fn(train_model, batch: dict) -> torch.Tensor:
         labels = batch["labels"]

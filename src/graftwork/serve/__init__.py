@@ -15,10 +15,10 @@ import math
 import shlex
 import socket
 
-from ..errors import GraftError
-from .app import create_app
-from .config import ServeConfig, make_config
-from .model import ServedModel, load_models
+from graftwork.errors import GraftError
+from graftwork.serve.app import create_app
+from graftwork.serve.config import ServeConfig, make_config
+from graftwork.serve.model import ServedModel, load_models
 
 __all__ = [
     "ServeConfig",

@@ -28,12 +28,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import GraftError
-from .batcher import QueueFull
-from .config import ServeConfig
-from .metrics import ServerMetrics
-from .model import ServedModel
-from .schemas import (
+from graftwork.errors import GraftError
+from graftwork.serve.batcher import QueueFull
+from graftwork.serve.config import ServeConfig
+from graftwork.serve.metrics import ServerMetrics
+from graftwork.serve.model import ServedModel
+from graftwork.serve.schemas import (
     ModelInfo,
     ModelList,
     PredictRequest,

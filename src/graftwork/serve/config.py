@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import GraftError
+from graftwork.errors import GraftError
 
 
 class ServeConfig(BaseModel):

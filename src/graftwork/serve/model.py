@@ -7,7 +7,7 @@ characters are tokenized and decoded on the event loop (a thread hop would cost 
 work); larger ones in a text thread, with its own copy of the tokenizer (a fast tokenizer must
 not be used by two threads at once), so a long document does not hold up the event loop.
 
-`forward` is the one place a batch meets the model: `graftwork.infer.logits_for` over the
+`forward` is the one place a batch meets the model: `inference.forward.logits_for` over the
 predictor's backend (`Predictor.forward`: PyTorch, ONNX or INT8 ONNX, whichever the bundle
 and `--backend` choose), the same forward passes as `graft predict` and `graft eval`.
 
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GraftError
-from ..infer import logits_for
-from ..tasks import TASKS
-from . import windows
-from .batcher import Batcher, OnBatch
-from .config import ServeConfig
+from graftwork.bundle.tasks import expand, parse_spec
+from graftwork.data import windows
+from graftwork.errors import GraftError
+from graftwork.inference.forward import logits_for
+from graftwork.serve.batcher import Batcher, OnBatch
+from graftwork.serve.config import ServeConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop
@@ -42,7 +42,7 @@ class ServedModel:
         self.name = name
         self.predictor = predictor
         self.config = config
-        self.task_name = next(n for n, module in TASKS.items() if module is predictor.task)
+        self.task_name = predictor.task_config.type
         self.window, self.stride = window_settings(predictor, config)
         self.batcher: Batcher | None = None
         self.ready = False
@@ -183,18 +183,9 @@ def serving_threads() -> int:
     return max(1, min(torch.get_num_threads(), (cores or 1) - 1))
 
 
-def parse_spec(spec: str) -> tuple[str | None, Path]:
-    """`PATH` or `NAME=PATH` → (NAME or None, PATH)."""
-    if "=" in spec and not Path(spec).exists():
-        name, path = spec.split("=", 1)
-        return name, Path(path)
-    return None, Path(spec)
-
-
 def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
     """Load each bundle, named NAME=, else by its manifest's name, else by its folder."""
-    from ..multitask import expand
-    from ..predictor import load
+    from graftwork.inference.predictor import load
 
     models: list[ServedModel] = []
     threads = config.threads or serving_threads()

@@ -1,16 +1,7 @@
-"""Tasks: a registry of `name → module`.
-
-A task module knows its transformers head (`model_class()`), how to derive a label set from
-training examples, how to encode examples, how to score logits against gold labels
-(`evaluate`) and how to turn logits into answers for users (`decode`). Adding a task is one
-module and one line here.
-"""
+"""Tasks: one module per task, each implementing `tasks.base.Task`, registered in
+`graftwork.registry.TASKS`. Helpers every task shares live here."""
 
 from __future__ import annotations
-
-from . import classification, ner
-
-TASKS = {"classification": classification, "ner": ner}
 
 
 def softmax(logits):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.encode import encode_texts, label_ids
+from graftwork.data.encode import encode_texts, label_ids
 
 LABEL_KEY = "label"
 
@@ -59,7 +59,7 @@ def evaluate(examples, features, logits, labels, id2label: dict[int, str]) -> di
 
 
 def decode(examples, features, logits, id2label: dict[int, str], top_k: int = 1) -> list[dict]:
-    from . import softmax
+    from graftwork.tasks import softmax
 
     out = []
     for row in logits:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.encode import encode_words, first_piece_labels, first_pieces, label_ids
+from graftwork.data.encode import encode_words, first_piece_labels, first_pieces, label_ids
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
@@ -53,7 +53,7 @@ def encode(tokenizer, examples, label2id, max_length: int, path: Path):
 
 
 def word_predictions(example, feature, logits, id2label) -> tuple[list[str], list[float]]:
-    from . import softmax
+    from graftwork.tasks import softmax
 
     probs = softmax(np.asarray(logits, dtype=np.float64))
     positions = first_pieces(feature["word_ids"])

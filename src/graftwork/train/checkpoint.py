@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from ..errors import GraftError
+from graftwork.errors import GraftError
 
 PREFIX = "step-"
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from ..data.batching import collate, training_batches
-from ..data.encode import IGNORE
-from ..recipe import TrainConfig
-from . import checkpoint
-from .checkpoint import TrainState
-from .progress import Progress
+from graftwork.config.recipe import TrainConfig
+from graftwork.data.batching import collate, training_batches
+from graftwork.data.encode import IGNORE
+from graftwork.train import checkpoint
+from graftwork.train.checkpoint import TrainState
+from graftwork.train.progress import Progress
 
 log = logging.getLogger("graftwork")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.batching import collate, inference_batches
+from graftwork.data.batching import collate, inference_batches
 
 
 def torch_forward(model):

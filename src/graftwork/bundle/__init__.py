@@ -18,7 +18,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from .errors import BundleError
+from graftwork.errors import BundleError
 
 MANIFEST = "graftwork.json"
 FORMAT = "graftwork-bundle/1"

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import GraftError
+from graftwork.errors import GraftError
 
 app = typer.Typer(
     add_completion=False,
@@ -103,7 +103,7 @@ def _results_table(result) -> None:
 
 
 def _train_verb(stage: str, recipe, overrides, resume: bool, overwrite: bool, nproc: int):
-    from . import pipeline
+    from graftwork.runs import finetune as pipeline
 
     if nproc > 1 and not _distributed_child():
         _relaunch(nproc)
@@ -149,7 +149,7 @@ def pretrain(
     graft run RECIPE backbone=runs/NAME/bundle. With train.epochs=0 only the vocabulary is
     extended. Example: graft pretrain recipes/pretrain-sst2.yaml mlm.mask_ratio=0.2
     """
-    from .pretrain import pretrain as run_pretrain
+    from graftwork.runs.pretrain import pretrain as run_pretrain
 
     result = run_pretrain(recipe, overrides or [], resume=resume, overwrite=overwrite)
     table = Table(title=f"{result.recipe.name}: held-out text")
@@ -185,7 +185,7 @@ def evaluate(
 
     Cross-lingual zero-shot: train on one language, then
     `graft eval BUNDLE --data wikiann/en/test --data wikiann/de/test`."""
-    from .predictor import load
+    from graftwork.inference.predictor import load
 
     predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     results = {str(path): predictor.evaluate(path, batch_size=batch_size) for path in data}
@@ -221,7 +221,7 @@ def predict(
     task: str = TASK,
 ):
     """Predict labels (or entities) for texts; one JSON line per input on stdout."""
-    from .predictor import load
+    from graftwork.inference.predictor import load
 
     items = list(texts or [])
     if input is not None:
@@ -270,7 +270,7 @@ def distill(
     resume: bool = RESUME,
 ):
     """Distil a teacher bundle into a smaller student (a new bundle)."""
-    from .compress.distill import distill as run_distill
+    from graftwork.runs.distill import distill as run_distill
 
     result = run_distill(teacher, recipe, overrides or [], resume=resume)
     if result.metrics:
@@ -289,8 +289,8 @@ def prune(
     max_examples: int = typer.Option(None, "--max-examples", min=1),
 ):
     """Remove the least important heads and FFN neurons, fine-tune briefly, write a bundle."""
-    from .compress.prune import prune_bundle
-    from .pipeline import quiet_libraries, setup_logging
+    from graftwork.compress.prune import prune_bundle
+    from graftwork.runs.finetune import quiet_libraries, setup_logging
 
     setup_logging(None)
     quiet_libraries()
@@ -324,8 +324,8 @@ def export(
     limit: int = typer.Option(None, "--limit", min=1, help="Check on the first N examples."),
 ):
     """Export to ONNX (+ INT8), check parity on real examples, record it in the manifest."""
-    from .export import export_bundle
-    from .pipeline import quiet_libraries
+    from graftwork.export import export_bundle
+    from graftwork.runs.finetune import quiet_libraries
 
     if not onnx:
         raise GraftError("ONNX is the only export format; drop --no-onnx")
@@ -348,7 +348,7 @@ def export(
 @app.command()
 def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
     """Show what a bundle holds: task, labels, method, metrics, files."""
-    from .bundle import read_manifest
+    from graftwork.bundle import read_manifest
 
     manifest = read_manifest(bundle)
     out.print(f"[bold]{manifest.get('name')}[/bold]  ({manifest.get('format')})")
@@ -380,8 +380,8 @@ def compare(
     ),
 ):
     """Run one recipe under several methods; table of metric, parameters, speed, memory, size."""
-    from . import compare as comparing
-    from .pipeline import setup_logging
+    from graftwork.runs import compare as comparing
+    from graftwork.runs.finetune import setup_logging
 
     setup_logging(None)
     rows, folder = comparing.compare(
@@ -410,7 +410,7 @@ def advise(
     tasks: int = typer.Option(1, help="Tasks that will share one backbone."),
 ):
     """Recommend backbone + method + compression from graftwork's measured rule table."""
-    from .advise import advise as recommend
+    from graftwork.runs.advise import advise as recommend
 
     advice = recommend(examples, labels, latency_ms, languages.split(","), tokens, tasks)
     for key in ("backbone", "method", "compression"):
@@ -474,8 +474,8 @@ def serve(
     ),
 ):
     """Serve bundles over HTTP (dynamic batching, long-text windows, auth, limits, metrics)."""
-    from . import serve as serving
-    from .pipeline import quiet_libraries
+    from graftwork import serve as serving
+    from graftwork.runs.finetune import quiet_libraries
 
     quiet_libraries()
     config = serving.make_config(

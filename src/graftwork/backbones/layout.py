@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import GraftError
+from graftwork.errors import GraftError
 
 # (embeddings attribute, layer-list attribute path) on the model's base_model
 LAYOUTS = (

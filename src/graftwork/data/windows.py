@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.encode import model_inputs
+from graftwork.data.encode import model_inputs
 
 AGGREGATES = ("mean", "max")
 

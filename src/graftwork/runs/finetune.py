@@ -17,20 +17,20 @@ from pathlib import Path
 
 import torch
 
-from . import backbones
-from .bundle import write_bundle
-from .data.encode import label_ids
-from .data.readers import ReadResult, read_examples
-from .data.sampling import subsample
-from .errors import GraftError
-from .infer import evaluate_sets, torch_forward
-from .machine import PeakMemory, describe
-from .methods import METHODS, count_parameters
-from .objectives import prepare as prepare_objective
-from .recipe import Recipe, load_recipe
-from .tasks import TASKS
-from .train import checkpoint
-from .train.loop import fit, make_accelerator, total_steps
+from graftwork.backbones import load as backbones
+from graftwork.bundle import write_bundle
+from graftwork.data.encode import label_ids
+from graftwork.data.readers import ReadResult, read_examples
+from graftwork.data.sampling import subsample
+from graftwork.errors import GraftError
+from graftwork.inference.forward import evaluate_sets, torch_forward
+from graftwork.machine import PeakMemory, describe
+from graftwork import registry
+from graftwork.methods import count_parameters
+from graftwork.objectives import prepare as prepare_objective
+from graftwork.config.recipe import Recipe, load_recipe
+from graftwork.train import checkpoint
+from graftwork.train.loop import fit, make_accelerator, total_steps
 
 log = logging.getLogger("graftwork")
 
@@ -137,7 +137,7 @@ def read_splits(
     recipe: Recipe, tokenizer, labels: list[str] | None = None, extra: list[dict] | None = None
 ) -> Splits:
     """Read and encode train/eval/test; labels come from training data unless given."""
-    task = TASKS[recipe.task.type]
+    task = registry.task(recipe.task.type)
     train_data = _read(recipe, "train", require=True)
     evals = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
     examples = subsample(train_data.examples, recipe.data.max_train_examples, recipe.train.seed)
@@ -282,7 +282,7 @@ def train(
     """Train the recipe's model, evaluate it, and write the bundle and metrics.json."""
     recipe, accelerator = start(recipe, overrides, resume, overwrite)
     if recipe.multitask is not None:
-        from . import multitask
+        from graftwork.runs import multitask
 
         return multitask.train(recipe, accelerator, resume=resume)
     folder = backbones.resolve(recipe.backbone)
@@ -295,7 +295,7 @@ def train(
     )
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    method = METHODS[recipe.method.type]
+    method = registry.method(recipe.method.type)
     model = method.apply(model, recipe.method)
     lr_scales, on_step = method_schedules(method, model, recipe, accelerator)
     objective = prepare_objective(recipe, model, splits)  # DANN, EWC; a no-op without one
@@ -338,14 +338,14 @@ def run(
     overwrite: bool = False,
 ) -> RunResult:
     """The whole recipe: train, evaluate, bundle, then the report."""
-    from .report import write_report
+    from graftwork.runs.report import write_report
 
     result = train(recipe, overrides, resume=resume, overwrite=overwrite)
     if not result.metrics:  # not the main process
         return result
     compress = result.recipe.compress
     if any(getattr(compress, stage) is not None for stage in ("distill", "prune", "export")):
-        from .compress.chain import run_compress
+        from graftwork.runs.compress import run_compress
 
         result.metrics["stages"] = run_compress(result.recipe, result.bundle)
         setup_logging(result.run_dir)  # distillation set up its own run's log

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import BundleError, GraftError, RecipeError
-from .methods import count_parameters
-from .recipe import MultiTaskConfig
+from graftwork.errors import BundleError, GraftError, RecipeError
+from graftwork.methods import count_parameters
+from graftwork.config.recipe import MultiTaskConfig
 
 log = logging.getLogger("graftwork")
 
@@ -70,7 +70,7 @@ def sampling_weights(sizes: list[int], config: MultiTaskConfig) -> list[float]:
 
 def batch_plan(task_lengths: list[list[int]], cfg, config: MultiTaskConfig):
     """`plan(epoch)`: the epoch's single-task batches of global example indices."""
-    from .data.batching import training_batches
+    from graftwork.data.batching import training_batches
 
     offsets = [0]
     for lengths in task_lengths:
@@ -117,9 +117,9 @@ class MultiTaskModel(nn.Module):
 
 def train(recipe, accelerator, resume: bool = False):
     """Train every task of `recipe.multitask` on one encoder; write the bundle (see module)."""
-    from . import backbones
-    from .pipeline import Splits, evaluate_splits, model_manifest, read_splits, train_and_save
-    from .train.loop import summed_loss
+    from graftwork.backbones import load as backbones
+    from graftwork.runs.finetune import Splits, evaluate_splits, model_manifest, read_splits, train_and_save
+    from graftwork.train.loop import summed_loss
 
     if accelerator.num_processes > 1:
         raise GraftError(f"recipe {recipe.name}: multitask training runs in one process")
@@ -196,8 +196,8 @@ class Finish:
         self.names, self.splits, self.subs = names, splits, subs
 
     def finish(self, container, out_dir: Path):
-        from .bundle import write_manifest
-        from .pipeline import model_manifest
+        from graftwork.bundle import write_manifest
+        from graftwork.runs.finetune import model_manifest
 
         for name in self.names[1:]:
             folder = Path(out_dir) / TASKS_DIR / name
@@ -208,33 +208,3 @@ class Finish:
             manifest = model_manifest(sub, labels, name=f"{sub.name}-{name}")
             write_manifest(folder, {**manifest, "multitask_of": "../.."})
         return container.heads[self.names[0]]
-
-
-def task_folder(bundle: Path, manifest: dict, task: str | None) -> Path:
-    """The folder of `task` inside a multi-task bundle (the bundle itself for the first)."""
-    tasks = manifest.get("multitask", {}).get("tasks")
-    if task is None:
-        return bundle
-    if not tasks:
-        raise BundleError(f"bundle {bundle} holds one task; drop the task option")
-    if task not in tasks:
-        raise BundleError(f"bundle {bundle} has no task '{task}'; its tasks: {', '.join(tasks)}")
-    return bundle / tasks[task]["path"]
-
-
-def expand(specs: list[str]) -> list[str]:
-    """Serve specs with every task of a multi-task bundle as its own NAME=PATH."""
-    from .bundle import read_manifest
-    from .serve.model import parse_spec
-
-    out = []
-    for spec in specs:
-        name, path = parse_spec(spec)
-        manifest = read_manifest(path, verify=False) if (path / "graftwork.json").is_file() else {}
-        tasks = manifest.get("multitask", {}).get("tasks")
-        if not tasks:
-            out.append(spec)
-            continue
-        base = name or manifest.get("name") or path.resolve().name
-        out += [f"{base}-{task}={path / info['path']}" for task, info in tasks.items()]
-    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import GraftError
+from graftwork.errors import GraftError
 
 MEASURED_TOKENS = 25  # mean tokens of an SST-2 dev sentence, the inputs behind SERVING
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import BackboneError
-from .recipe import BackboneConfig
+from graftwork.config.recipe import BackboneConfig
+from graftwork.errors import BackboneError
 
 # short name → (python package that carries the weights, folder inside it, pip name)
 PACKAGED = {

@@ -10,9 +10,9 @@ import logging
 import time
 from pathlib import Path
 
-from ..export import export_bundle
-from .distill import distill
-from .prune import prune_bundle
+from graftwork.export import export_bundle
+from graftwork.runs.distill import distill
+from graftwork.compress.prune import prune_bundle
 
 log = logging.getLogger("graftwork")
 
@@ -43,8 +43,8 @@ def run_compress(recipe, trained: Path) -> list[dict]:
 
 def measure(stage: str, bundle: Path, data: Path, repeats: int = 2) -> list[dict]:
     """Metric, inputs/s (best of `repeats` passes over `data`) and size, for each backend."""
-    from ..data.readers import read_examples
-    from ..predictor import Predictor
+    from graftwork.data.readers import read_examples
+    from graftwork.inference.predictor import Predictor
 
     rows = []
     base = Predictor(bundle, backend="torch")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import DataError
+from graftwork.errors import DataError
 
 log = logging.getLogger("graftwork")
 

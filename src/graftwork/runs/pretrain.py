@@ -51,16 +51,16 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import backbones
-from .bundle import write_bundle
-from .data.batching import collate, inference_batches, training_batches
-from .data.encode import IGNORE, model_inputs
-from .data.readers import read_examples
-from .data.sampling import subsample
-from .errors import BackboneError, DataError, GraftError
-from .machine import describe
-from .pipeline import FINGERPRINT_TRAIN, RunResult, _write_json, start
-from .recipe import (
+from graftwork.backbones import load as backbones
+from graftwork.bundle import write_bundle
+from graftwork.data.batching import collate, inference_batches, training_batches
+from graftwork.data.encode import IGNORE, model_inputs
+from graftwork.data.readers import read_examples
+from graftwork.data.sampling import subsample
+from graftwork.errors import BackboneError, DataError, GraftError
+from graftwork.machine import describe
+from graftwork.runs.finetune import FINGERPRINT_TRAIN, RunResult, _write_json, start
+from graftwork.config.recipe import (
     BackboneConfig,
     DataConfig,
     RecipeBase,
@@ -68,9 +68,9 @@ from .recipe import (
     TrainConfig,
     load_recipe,
 )
-from .train import checkpoint
-from .train.loop import fit, labelled, summed_loss
-from .vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
+from graftwork.train import checkpoint
+from graftwork.train.loop import fit, labelled, summed_loss
+from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
 
 log = logging.getLogger("graftwork")
 

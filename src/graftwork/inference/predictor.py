@@ -5,26 +5,26 @@ ONNX (both only when their export passed its parity check), then PyTorch. The sa
 serve the CLI (`graft predict`, `graft eval`), the Python API and the server.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
 active (default: the one it was trained with; see `graftwork.methods.adapter`); for a
-multi-task bundle, `task=` which task's head answers (default: the first; `graftwork.multitask`).
+multi-task bundle, `task=` which task's head answers (default: the first;
+`graftwork.bundle.tasks`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from .bundle import read_manifest
-from .data.readers import read_examples
-from .errors import BundleError
-from .infer import evaluate_examples, predict_examples, torch_forward
-from .methods.adapter import load_model, select_adapter
-from .recipe import DataConfig, TaskConfig
-from .tasks import TASKS
+from graftwork import registry
+from graftwork.bundle import read_manifest
+from graftwork.bundle.tasks import task_folder
+from graftwork.config.recipe import DataConfig, TaskConfig
+from graftwork.data.readers import read_examples
+from graftwork.errors import BundleError
+from graftwork.inference.forward import evaluate_examples, predict_examples
+from graftwork.methods.adapter import load_model, select_adapter
 
-Backend = Literal["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"]
-PREFERENCE = ("onnx-int8", "onnx-fp32")
+Backend = str  # "auto" or a name in graftwork.registry.BACKENDS (or an alias)
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
 
 
@@ -40,8 +40,6 @@ class Predictor:
     ):
         from transformers import AutoTokenizer
 
-        from .multitask import task_folder
-
         self.path = Path(bundle)
         if task is not None:  # multi-task bundles: one task's folder, which verifies itself
             self.path = task_folder(self.path, read_manifest(self.path, verify=False), task)
@@ -49,7 +47,7 @@ class Predictor:
         self.manifest, self.adapter = select_adapter(
             self.path, read_manifest(self.path, verify=verify), adapter
         )
-        if self.manifest.get("task") not in TASKS:
+        if self.manifest.get("task") not in registry.TASKS:
             raise BundleError(
                 f"{self.path} holds a {self.manifest.get('task')!r} backbone, not a task model "
                 f"(graft pretrain writes these): fine-tune from it with `graft run RECIPE "
@@ -60,30 +58,22 @@ class Predictor:
         recipe = self.manifest["recipe"]
         self.task_config = TaskConfig(**recipe["task"])
         self.data_config = DataConfig(**recipe["data"])
-        self.task = TASKS[self.task_config.type]
+        self.task = registry.task(self.task_config.type)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         labels = self.manifest["labels"]
         self.id2label = dict(enumerate(labels))
         self.backend = self._choose(backend)
         self._model = None
-        if self.backend == "torch":
-            self.forward = torch_forward(self.model)
-        else:
-            from .export.onnx import onnx_forward, session
+        self.forward = registry.backend(self.backend).load(self, self.backend, threads)
 
-            artifact = self.manifest["artifacts"][self.backend]["path"]
-            self.forward = onnx_forward(session(self.path / artifact, threads))
-
-    def _choose(self, backend: Backend) -> str:
-        artifacts = self.manifest.get("artifacts", {})
-        if backend not in ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8"):
-            raise BundleError(
-                f"unknown backend '{backend}'; use auto, torch, onnx (= onnx-fp32) or onnx-int8"
-            )
+    def _choose(self, backend: str) -> str:
+        """`auto`: the first registered backend the bundle holds; else the one named."""
         if backend == "auto":
-            return next((name for name in PREFERENCE if name in artifacts), "torch")
-        name = {"onnx": "onnx-fp32"}.get(backend, backend)
-        if name != "torch" and name not in artifacts:
+            return next(
+                n for n in registry.BACKENDS if registry.backend(n).available(self.manifest, n)
+            )
+        name = registry.backend_name(backend)
+        if not registry.backend(name).available(self.manifest, name):
             raise BundleError(
                 f"bundle {self.path} has no {name} artifact; run `graft export {self.path} "
                 f"--onnx{' --int8' if name == 'onnx-int8' else ''}` first, or use backend 'auto'"
@@ -94,7 +84,7 @@ class Predictor:
     def model(self):
         """The PyTorch model (loaded on first use when an ONNX backend serves predictions)."""
         if self._model is None:
-            from .compress.prune import apply_pruning
+            from graftwork.backbones.surgery import apply_pruning
 
             model = load_model(self.task.model_class(), self.path, self.adapter)
             self._model = apply_pruning(model, self.manifest).eval()  # no-op unless pruned

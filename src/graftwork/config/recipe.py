@@ -16,7 +16,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (
@@ -28,11 +28,18 @@ from pydantic import (
     field_validator,
 )
 
-from .compress.config import CompressConfig
-from .errors import RecipeError
-from .methods import METHOD_CONFIGS, MethodConfig
-from .methods.full import FullConfig
-from .objectives import OBJECTIVE_CONFIGS, ObjectiveConfig
+from graftwork import registry
+from graftwork.config.compress import CompressConfig
+from graftwork.errors import RecipeError
+
+# the `type` unions of the registered methods and objectives (each module's `Config`)
+METHOD_CONFIGS = registry.configs("method")
+OBJECTIVE_CONFIGS = registry.configs("objective")
+MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="type")]  # noqa: UP007
+ObjectiveConfig = Annotated[
+    Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="type")  # noqa: UP007
+]
+TaskType = Literal[tuple(registry.TASKS)]  # type: ignore[valid-type]
 
 
 class _Section(BaseModel):
@@ -47,7 +54,7 @@ class BackboneConfig(_Section):
 
 
 class TaskConfig(_Section):
-    type: Literal["classification", "ner"] = "classification"
+    type: TaskType = "classification"
     text: str = Field("sentence", description="Column (name or 0-based index) with the text.")
     text_pair: str | None = Field(None, description="Second text column, for pair tasks.")
     label: str = Field("label", description="Column with the label.")
@@ -114,7 +121,7 @@ class TaskEntry(_Section):
 
 
 class MultiTaskConfig(_Section):
-    """Several tasks on one shared encoder (see `graftwork.multitask`)."""
+    """Several tasks on one shared encoder (see `graftwork.runs.multitask`)."""
 
     tasks: dict[str, TaskEntry] = Field(description="Task name → its task and data sections.")
     sampling: Literal["proportional", "temperature", "equal"] = "temperature"
@@ -162,7 +169,7 @@ class RecipeBase(_Section):
 class Recipe(RecipeBase):
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
-    method: MethodConfig = Field(default_factory=FullConfig)
+    method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["full"]())
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
     objective: ObjectiveConfig | None = Field(

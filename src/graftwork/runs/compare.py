@@ -26,9 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import GraftError
-from .methods import METHODS
-from .recipe import load_recipe
+from graftwork.errors import GraftError
+from graftwork.registry import METHODS
+from graftwork.config.recipe import load_recipe
 
 log = logging.getLogger("graftwork")
 
@@ -133,8 +133,8 @@ def compare(
 
 
 def write_outputs(out_dir: Path, name: str, rows: list[dict]) -> None:
-    from .machine import describe
-    from .report import write_compare_report
+    from graftwork.machine import describe
+    from graftwork.runs.report import write_compare_report
 
     data = {"name": name, "machine": describe(), "rows": rows}
     tmp = out_dir / f".compare.json.tmp-{os.getpid()}"

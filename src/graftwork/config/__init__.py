@@ -1,0 +1,1 @@
+"""The recipe schema: pydantic models for every section, loading and overrides (no torch)."""

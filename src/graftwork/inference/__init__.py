@@ -1,0 +1,1 @@
+"""Inference: backends (PyTorch, ONNX Runtime) behind one forward, and `graftwork.load`."""

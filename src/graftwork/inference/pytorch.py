@@ -1,0 +1,21 @@
+"""The PyTorch backend (`torch`): the bundle's transformers model, in eval mode.
+
+Always available; the model is loaded through the bundle's method (adapters are inserted,
+pruned heads sliced out) by the predictor.
+"""
+
+from __future__ import annotations
+
+from graftwork.inference.forward import torch_forward
+
+
+def available(manifest: dict, name: str) -> bool:
+    return True
+
+
+def load(predictor, name: str, threads: int | None):
+    return torch_forward(predictor.model)
+
+
+def describe(manifest: dict, name: str) -> dict:
+    return {"backend": name}
