@@ -1,0 +1,70 @@
+"""The task protocol: everything that differs between tasks, in one place per task.
+
+A task is a module (`tasks/classification.py`, `tasks/ner.py`) registered by name in
+`graftwork.registry.TASKS`; runs, the predictor, the server, export, compare and the report
+call these members and nothing else task-specific. A module satisfies the protocol by defining
+them at top level (`typing.Protocol` accepts modules); `tests/test_protocols.py` checks every
+registered task against it.
+
+Examples are plain dicts made by the task's reader (`read`) or by `from_text` for raw input;
+features are what the tokenizer made of them (one dict per example); logits come back one
+array per example, in input order (`inference.forward.logits_for`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Task(Protocol):
+    LABEL_KEY: str  # the example field holding the gold label ("label") or labels ("tags")
+    HEADLINE: str  # the metric that ranks models of this task (compare, export parity, tuning)
+    SHOWN: tuple[str, ...]  # the metrics a one-line summary shows, in order
+    DEFAULT_FORMAT: str  # the data format of a file whose extension says nothing
+
+    def model_class(self) -> Any:
+        """The transformers auto class of the head (AutoModelFor…)."""
+
+    def read(self, rows: Any, fmt: str, task: Any, data: Any, require_labels: bool) -> None:
+        """Fill `rows` (a `data.readers.Rows`) with examples from its file in format `fmt`."""
+
+    def label_set(self, examples: list[dict]) -> list[str]:
+        """The label vocabulary, from the training examples, in a stable order."""
+
+    def from_text(self, text: str) -> dict:
+        """An unlabelled example from a raw input text."""
+
+    def encode(self, tokenizer, examples, label2id, max_length: int, path: Path):
+        """(features, labels or None) for the model; unknown labels are located errors."""
+
+    def evaluate(self, examples, features, logits, labels, id2label) -> dict:
+        """Metrics (the HEADLINE among them) of logits against the gold labels."""
+
+    def decode(self, examples, features, logits, id2label, top_k: int = 1) -> list[dict]:
+        """One answer per example, as users and the server see it."""
+
+    def split_windows(self, tokenizer, examples: list[dict], window: int, stride: int):
+        """Per example, the features of its overlapping windows (`data.windows`)."""
+
+    def merge_windows(self, features: list[dict], logits: list, aggregate: str) -> tuple:
+        """(feature, logits) for one example from its windows', for `decode`."""
+
+    def report_sections(self, metrics: dict) -> list[str]:
+        """HTML sections of the run report for one split's metrics (beyond the metric table)."""
+
+
+def headline(task_name: str) -> str:
+    """The metric that ranks models of `task_name`."""
+    from graftwork import registry
+
+    return registry.task(task_name).HEADLINE
+
+
+def summary(task_name: str, metrics: dict) -> str:
+    """`accuracy 0.8658  macro_f1 0.8650`: the metrics a log line shows for this task."""
+    from graftwork import registry
+
+    keys = registry.task(task_name).SHOWN
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
