@@ -238,8 +238,8 @@ def test_models_health_ready_and_metrics(predictors):
     assert health.json() == {"status": "ok"} and ready.json() == {"status": "ready"}
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
-    assert 'graft_requests_total{model="sst",code="200"} 1' in text
-    assert 'graft_request_duration_seconds_bucket{model="sst",le="+Inf"} 1' in text
+    assert 'graft_requests_total{code="200",model="sst"} 1.0' in text
+    assert 'graft_request_duration_seconds_bucket{le="+Inf",model="sst"} 1.0' in text
     for name in ("graft_queue_depth", "graft_batch_size_bucket", "graft_errors_total"):
         assert f"# TYPE {name.removesuffix('_bucket')} " in text
 

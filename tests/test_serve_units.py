@@ -6,12 +6,14 @@ import asyncio
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import DATA
 from graftwork.data.windows import aggregate, merge_words, split_texts, split_words
 from graftwork.errors import GraftError
 from graftwork.serve import make_config
 from graftwork.serve.batcher import Batcher, QueueFull
+from graftwork.serve.metrics import CONTENT_TYPE, ServerMetrics
 from graftwork.tasks import ner
 
 # The batcher ---------------------------------------------------------------------------------
@@ -206,3 +208,32 @@ def test_the_token_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
     token_file.write_text("  \n")
     with pytest.raises(GraftError, match="empty"):
         make_config(token_file=token_file).api_token()
+
+
+# Metrics -------------------------------------------------------------------------------------
+
+
+def test_each_server_counts_in_its_own_registry_and_gauges_read_live_state():
+    depth = {("sst",): 3}
+    one = ServerMetrics(queue=lambda: depth, in_flight=lambda: {("sst",): 1})
+    two = ServerMetrics(queue=lambda: {}, in_flight=lambda: {})
+    one.requests.labels("sst", "200").inc()
+    one.batch_size.labels("sst").observe(4)
+    depth[("sst",)] = 5
+
+    def samples(metrics):
+        families = text_string_to_metric_families(metrics.render())
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples
+        }
+
+    got = samples(one)
+    assert got[("graft_requests_total", (("code", "200"), ("model", "sst")))] == 1
+    assert got[("graft_queue_depth", (("model", "sst"),))] == 5
+    assert got[("graft_requests_in_flight", (("model", "sst"),))] == 1
+    assert got[("graft_batch_size_bucket", (("le", "2.0"), ("model", "sst")))] == 0
+    assert got[("graft_batch_size_bucket", (("le", "4.0"), ("model", "sst")))] == 1
+    assert got[("graft_batch_size_sum", (("model", "sst"),))] == 4
+    assert not any(name.endswith("_created") for name, _ in got)
+    assert samples(two) == {}
+    assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from graftwork.errors import GraftError
 from graftwork.serve.batcher import QueueFull
 from graftwork.serve.config import ServeConfig
+from graftwork.serve.metrics import CONTENT_TYPE as PROMETHEUS
 from graftwork.serve.metrics import ServerMetrics
 from graftwork.serve.model import ServedModel
 from graftwork.serve.schemas import (
@@ -44,7 +45,6 @@ from graftwork.serve.schemas import (
 
 log = logging.getLogger("graftwork.serve")
 
-PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 EXAMPLE = '{"inputs": ["some text"]}'
 SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -153,15 +153,15 @@ class Server:
             ) from None
         finally:
             self.in_flight[name] -= 1
-            self.metrics.requests.inc(name, str(code))
+            self.metrics.requests.labels(name, str(code)).inc()
             if code == 200:
-                self.metrics.inputs.inc(name, by=len(request.inputs))
-            self.metrics.latency.observe(asyncio.get_running_loop().time() - start, name)
+                self.metrics.inputs.labels(name).inc(len(request.inputs))
+            self.metrics.latency.labels(name).observe(asyncio.get_running_loop().time() - start)
 
     def on_batch(self, name: str, size: int, tokens: int, seconds: float) -> None:
-        self.metrics.windows.inc(name, by=size)
-        self.metrics.batch_size.observe(size, name)
-        self.metrics.batch_seconds.observe(seconds, name)
+        self.metrics.windows.labels(name).inc(size)
+        self.metrics.batch_size.labels(name).observe(size)
+        self.metrics.batch_seconds.labels(name).observe(seconds)
 
     async def warm_up(self) -> None:
         for model in self.models.values():
@@ -185,7 +185,7 @@ class Guard:
 
         async def counted(message):
             if message["type"] == "http.response.start" and message["status"] >= 400:
-                errors.inc(str(message["status"]))
+                errors.labels(str(message["status"])).inc()
             await send(message)
 
         if self.token is not None and scope["path"] != "/health" and not self.authorized(scope):
