@@ -1,15 +1,26 @@
-"""What machine a figure was measured on: recorded beside every throughput graftwork reports."""
+"""What machine a figure was measured on, and how much memory a run takes.
+
+The machine description is recorded beside every throughput graftwork reports; `PeakMemory`
+samples memory while a block runs. Resident memory and the core count come from `psutil`.
+Two things `psutil` does not offer are read directly: the CPU model name (from /proc/cpuinfo
+on Linux, `platform` elsewhere) and the heap in use, from glibc's `mallinfo2` (see
+`heap_in_use_mb`).
+
+Left out: per-thread and per-device breakdowns, swap, and GPUs other than CUDA device 0.
+"""
 
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
+import threading
 from pathlib import Path
+
+import psutil
 
 
 def cpu_name() -> str:
-    """The CPU model (speeds are only comparable on the same one)."""
+    """The CPU model (speeds are only comparable on the same one); psutil has no model name."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
@@ -23,7 +34,7 @@ def describe() -> dict:
 
     return {
         "cpu": cpu_name(),
-        "cores": os.cpu_count(),
+        "cores": psutil.cpu_count(logical=True),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -31,12 +42,7 @@ def describe() -> dict:
 
 def rss_mb() -> float:
     """This process's resident memory now, in MiB."""
-    statm = Path("/proc/self/statm")
-    if statm.is_file():
-        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    import resource  # not Linux: the peak so far is the best there is
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return psutil.Process().memory_info().rss / 2**20
 
 
 class _MallInfo2(ctypes.Structure):
@@ -68,8 +74,9 @@ def heap_in_use_mb() -> float | None:
     Unlike RSS this leaves out memory the allocator keeps after it was freed: glibc rarely
     returns freed blocks of a fragmented heap to the OS, so after the first training steps RSS
     holds a high-water mark of every transient tensor rather than what is live. Tensors are
-    malloc'd, so this is the CPU analogue of `torch.cuda.max_memory_allocated`. None where
-    the C library is not glibc 2.33 or newer."""
+    malloc'd, so this is the CPU analogue of `torch.cuda.max_memory_allocated`. psutil has no
+    such figure, so glibc's `mallinfo2` is called through ctypes. None where the C library is
+    not glibc 2.33 or newer."""
     if _MALLINFO2 is None:
         return None
     info = _MALLINFO2()
@@ -85,8 +92,6 @@ class PeakMemory:
     is what live malloc'd memory (tensors, most buffers) holds (see `heap_in_use_mb`)."""
 
     def __init__(self, interval: float = 0.02):
-        import threading
-
         self.interval = interval
         self.start_mb = self.peak_mb = 0.0
         self.heap_start_mb = self.heap_peak_mb = None
