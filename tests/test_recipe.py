@@ -77,3 +77,69 @@ def test_missing_recipe_file_and_invalid_yaml(tmp_path):
     bad.write_text("train: {epochs: 1\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(bad)
+
+
+@pytest.mark.parametrize("override", ["train.lr=.inf", "train.epochs=.inf", "train.lr=1e999"])
+def test_infinite_numbers_are_refused_with_their_location(override):
+    key = override.partition("=")[0]
+    with pytest.raises(RecipeError, match=rf"invalid recipe .*:\n  - {key}: .*finite number"):
+        load_recipe({"name": "x"}, [override])
+
+
+def test_nan_is_refused_with_its_location():
+    with pytest.raises(RecipeError, match=r"invalid recipe .*:\n  - train.lr: .*\(got nan\)"):
+        load_recipe({"name": "x"}, ["train.lr=.nan"])
+
+
+def test_finite_numbers_are_required_in_sections_other_modules_define(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "method: {type: lora, alpha: .inf}\ncompress: {distill: {temperature: .inf}}\n"
+    )
+    with pytest.raises(RecipeError) as err:
+        load_recipe(recipe)
+    assert str(err.value).splitlines() == [
+        f"invalid recipe {recipe}:",
+        "  - method.alpha: Input should be a finite number (got inf)",
+        "  - compress.distill.temperature: Input should be a finite number (got inf)",
+    ]
+
+
+def test_a_yaml_tag_in_an_override_is_refused_and_names_the_override():
+    override = "train.epochs=!!python/object:os.system ['echo hi']"
+    with pytest.raises(RecipeError, match=r"override \"train.epochs=!!python.*not a plain YAML"):
+        parse_overrides([override])
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 65, "run\n"])
+def test_a_run_name_must_be_a_plain_folder_name(name):
+    with pytest.raises(RecipeError, match=r"  - name: .*letters, digits, '.', '_', '-' \(no '/'"):
+        load_recipe({"name": name})
+
+
+def test_recipes_keep_environment_variables_as_written(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAFT_DATA", str(tmp_path))
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    recipe = load_recipe({"data": {"train": "${GRAFT_DATA}/a.tsv", "eval": "${SECRET_TOKEN}/b"}})
+    assert recipe.model_dump()["data"]["train"] == "${GRAFT_DATA}/a.tsv"
+    assert recipe.model_dump(mode="json")["data"]["eval"] == "${SECRET_TOKEN}/b"
+    assert recipe.data_path("train") == tmp_path / "a.tsv"  # expanded only when resolved
+    assert recipe.data_path("eval") == Path("hunter2/b")
+
+
+def test_paths_are_shown_as_written_and_never_with_a_secret(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAFT_DATA", str(tmp_path))
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    recipe = load_recipe({"name": "x"})
+    shown = recipe.show_path("${GRAFT_DATA}/a.tsv")
+    assert shown == f"${{GRAFT_DATA}}/a.tsv (→ {tmp_path / 'a.tsv'})"
+    assert recipe.show_path("${SECRET_TOKEN}/b.tsv") == "${SECRET_TOKEN}/b.tsv"
+    assert recipe.show_path("${GRAFT_DATA}/$SECRET_TOKEN") == "${GRAFT_DATA}/$SECRET_TOKEN"
+    assert recipe.show_path("plain/c.tsv") == "plain/c.tsv"
+
+
+def test_a_recipe_file_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeffname: bom\ntrain: {epochs: 2}\n".encode())
+    recipe = load_recipe(path)
+    assert recipe.name == "bom" and recipe.train.epochs == 2

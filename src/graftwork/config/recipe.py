@@ -5,14 +5,19 @@ are errors that name the key and suggest the closest valid one. Method-specific 
 (`method: {type: lora, ...}`) are validated by the method's own config model, which lives in
 `graftwork.methods`; this module only holds the sections every run shares.
 
-Relative data paths are resolved against the recipe file's folder first, then the current
-directory; `${GRAFT_DATA}` (default: the `shared/data` folder beside the project) may be used in
-paths so recipes work wherever the data lies.
+Every number must be finite (`.inf`/`.nan` are refused, in every section and every schema);
+a run's `name` is a folder name. Relative data paths are resolved against the recipe file's folder
+first, then the current directory; `${GRAFT_DATA}` (default: the `shared/data` folder beside the
+project) and other environment variables may be used in paths. The recipe keeps paths as written:
+variables are expanded only by `resolve_path`, so dumps (logs, metrics.json, the bundle manifest)
+never hold a value taken from the environment, and `show_path` names a path in messages the same
+way (with what it resolves to only for `${GRAFT_DATA}`, which is no secret).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -30,6 +35,7 @@ from pydantic import (
 
 from graftwork import registry
 from graftwork.config.compress import CompressConfig
+from graftwork.config.overrides import merge, parse_overrides
 from graftwork.errors import RecipeError
 
 # the `type` unions of the registered methods and objectives (each module's `Config`)
@@ -40,6 +46,10 @@ ObjectiveConfig = Annotated[
     Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="type")  # noqa: UP007
 ]
 TaskType = Literal[tuple(registry.TASKS)]  # type: ignore[valid-type]
+# run and multitask task names: each becomes a folder name
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# environment variables whose values messages may show (where the shared data lies)
+SHOWN_VARIABLES = {"GRAFT_DATA"}
 
 
 class _Section(BaseModel):
@@ -132,7 +142,7 @@ class MultiTaskConfig(_Section):
     def _names(cls, tasks: dict) -> dict:
         if len(tasks) < 2:
             raise ValueError("give at least two tasks (one task needs no multitask section)")
-        bad = [name for name in tasks if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name)]
+        bad = [name for name in tasks if not NAME.fullmatch(name)]
         if bad:
             raise ValueError(f"task names {bad} must be letters, digits, '.', '_', '-'")
         return tasks
@@ -145,6 +155,16 @@ class RecipeBase(_Section):
     backbone: BackboneConfig = BackboneConfig()
     output_dir: str = Field("runs", description="Runs go to OUTPUT_DIR/NAME/.")
     source: Annotated[str | None, Field(exclude=True)] = None
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not NAME.fullmatch(value):
+            raise ValueError(
+                "the run is written to OUTPUT_DIR/NAME, so the name must start with a letter or "
+                "digit and hold only letters, digits, '.', '_', '-' (no '/'; at most 64 characters)"
+            )
+        return value
 
     @field_validator("backbone", mode="before")
     @classmethod
@@ -164,6 +184,15 @@ class RecipeBase(_Section):
             if beside.exists():
                 return beside
         return path
+
+    def show_path(self, raw: str) -> str:
+        """A recipe path as messages and logs name it: as written, never with a value taken from
+        the environment; with the path it resolves to where that holds no other variable."""
+        used = {name.strip("{}") for name in re.findall(r"\$(\w+|\{[^}]*\})", raw)}
+        if used - SHOWN_VARIABLES:
+            return raw
+        resolved = str(self.resolve_path(raw))
+        return f"{raw} (→ {resolved})" if used else resolved
 
 
 class Recipe(RecipeBase):
@@ -219,56 +248,6 @@ def data_root() -> str:
     ]
     found = next((c for c in candidates if c.is_dir()), candidates[0])
     return str(found)
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`train.epochs=2 method.type=lora` → nested dict; values are parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise RecipeError(
-                f"override {item!r} is not KEY=VALUE; write for example train.epochs=2"
-            )
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"override {item!r} conflicts with an earlier override of {part}")
-        node[parts[-1]] = _scalar(raw)
-    return out
-
-
-def _scalar(raw: str) -> Any:
-    """A YAML scalar, with 5e-4 read as a number (YAML 1.1 would keep it a string)."""
-    if raw == "":
-        return ""
-    value = yaml.safe_load(raw)
-    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value):
-        return float(value)
-    return value
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        elif (
-            isinstance(merged.get(key), str)
-            and isinstance(value, dict)
-            and key
-            in (
-                "backbone",
-                "method",
-            )
-        ):
-            short = "name" if key == "backbone" else "type"
-            merged[key] = _merge({short: merged[key]}, value)
-        else:
-            merged[key] = value
-    return merged
 
 
 # names users bring from transformers / peft, mapped to ours (for "did you mean")
@@ -352,7 +331,7 @@ def load_recipe(
         if not path.is_file():
             raise RecipeError(f"recipe file {path} does not exist; pass the path to a .yaml recipe")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as exc:
             raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
@@ -361,10 +340,30 @@ def load_recipe(
             )
     else:
         data = dict(source)
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge(data, parse_overrides(overrides or []))
     if path is not None:
         data["source"] = str(path)
     try:
-        return model.model_validate(data)
+        recipe = model.model_validate(data)
     except ValidationError as err:
         raise RecipeError(_format_errors(err, where, model)) from None
+    infinite = [
+        f"  - {'.'.join(loc)}: Input should be a finite number (got {value})"
+        for loc, value in _non_finite(recipe)
+    ]
+    if infinite:
+        raise RecipeError("\n".join([f"invalid recipe {where}:", *infinite]))
+    return recipe
+
+
+def _non_finite(value: Any, loc: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """(location, value) of every NaN or infinite number in a validated recipe, any schema."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(loc, value)]
+    if isinstance(value, BaseModel):  # keys as written (a field's alias, e.g. ewc's lambda)
+        value = {f.alias or n: getattr(value, n) for n, f in type(value).model_fields.items()}
+    elif isinstance(value, (list, tuple)):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return []
+    return [found for key, item in value.items() for found in _non_finite(item, (*loc, str(key)))]
