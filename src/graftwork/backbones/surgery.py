@@ -3,7 +3,8 @@
 `compress.prune` decides what to remove and calls these; a pruned bundle stores the removed
 heads as zeros (transformers cannot express per-layer head counts), and `apply_pruning` slices
 them out again when the predictor loads it. Here, below the inference layer, so that both can
-use it.
+use it. The parts (q/k/v/o, FFN in/out, head size) come from the layout table
+(`backbones/layout.py`).
 """
 
 from __future__ import annotations
@@ -13,45 +14,47 @@ import copy
 import torch
 from torch import nn
 
+from graftwork.backbones import layout
 from graftwork.errors import BundleError, GraftError
 
-SUPPORTED = "BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM)"
-LAYOUT = (
-    "base_model.encoder.layer[i] with attention.self.{query,key,value}, attention.output.dense, "
-    "intermediate.dense and output.dense"
-)
+SUPPORTED = layout.BERT.covers.replace(" family", "-family encoders")
 
 
 # ---------------------------------------------------------------- the model's prunable parts
 
 
-def find_layers(model) -> list[nn.Module]:
-    """The encoder layers of a BERT-family model; a clear error for any other layout."""
-    blocks = getattr(getattr(getattr(model, "base_model", model), "encoder", None), "layer", None)
-    try:
-        linears = [
-            m
-            for b in blocks
-            for m in (
-                b.attention.self.query,
-                b.attention.self.key,
-                b.attention.self.value,
-                b.attention.output.dense,
-                b.intermediate.dense,
-                b.output.dense,
-            )
-        ]
-        ok = len(blocks) > 0 and all(isinstance(m, nn.Linear) for m in linears)
-        ok = ok and all(hasattr(b.attention.self, "attention_head_size") for b in blocks)
-    except (AttributeError, TypeError):
-        ok = False
-    if not ok:
+def prunable_layers(model) -> list[layout.Layer]:
+    """The layers of a BERT-family model, from the layout table; a clear error for any other.
+
+    Only the BERT family: surgery also updates the head counts its attention keeps
+    (`num_attention_heads`, `all_head_size`), which other families name differently."""
+    found = layout.find(model)
+    layers = found.layers if found is not None and found.layout is layout.BERT else []
+    roles = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
+    ok = bool(layers) and all(
+        isinstance(layer.part(role), nn.Linear) for layer in layers for role in roles
+    )
+    if not (ok and all(layer.head_size for layer in layers)):
+        stack = layout.BERT.stacks[0]
+        expected = (
+            f"base_model.{stack.layers}[i] with "
+            + ", ".join(getattr(stack, role) for role in roles)
+            + f" and {stack.head_size}"
+        )
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise GraftError(
             f"pruning supports {SUPPORTED}; this model ({kind}) has a different layout "
-            f"(expected {LAYOUT}). Prune a bundle trained from a BERT-family backbone"
+            f"(expected {expected}). Prune a bundle trained from a BERT-family backbone"
         )
-    return list(blocks)
+    return layers
+
+
+def find_layers(model) -> list[nn.Module]:
+    """The encoder layer modules of a BERT-family model (`prunable_layers`' modules)."""
+    return [layer.module for layer in prunable_layers(model)]
+
+
+QKV = ("q", "k", "v")
 
 
 def _head_index(heads: list[int], size: int) -> torch.Tensor:
@@ -101,12 +104,11 @@ def _kept_heads(model, layer: int, dropped: list[int]) -> list[int]:
 
 def prune_heads(model, pruned: dict[int, list[int]]) -> None:
     """Slice heads out in place (head numbers refer to the unpruned model; repeat calls no-op)."""
-    for i, block in enumerate(find_layers(model)):
+    for i, layer in enumerate(prunable_layers(model)):
         dropped = list(pruned.get(i, ()))
-        attn = block.attention.self
-        size = attn.attention_head_size
+        size = layer.head_size
         keep = _kept_heads(model, i, dropped)
-        present = attn.query.out_features // size
+        present = layer.q.out_features // size
         if not dropped or present == len(keep):
             continue
         if present != model.config.num_attention_heads:
@@ -115,18 +117,18 @@ def prune_heads(model, pruned: dict[int, list[int]]) -> None:
                 f"(unpruned) or {len(keep)} (pruned); the manifest does not match the model"
             )
         index = _head_index(keep, size)
-        attn.query, attn.key, attn.value = (
-            _take(m, index, 0) for m in (attn.query, attn.key, attn.value)
-        )
-        block.attention.output.dense = _take(block.attention.output.dense, index, 1)
+        for role in QKV:
+            layer.replace(role, _take(layer.part(role), index, 0))
+        layer.replace("attn_out", _take(layer.attn_out, index, 1))
+        attn = layer.attention
         attn.num_attention_heads, attn.all_head_size = len(keep), len(keep) * size
 
 
 def prune_ffn(model, keep: list[torch.Tensor]) -> None:
     """Keep neurons `keep[i]` of layer i (the same count in every layer), in place."""
-    for block, index in zip(find_layers(model), keep, strict=True):
-        block.intermediate.dense = _take(block.intermediate.dense, index, 0)
-        block.output.dense = _take(block.output.dense, index, 1)
+    for layer, index in zip(prunable_layers(model), keep, strict=True):
+        layer.replace("ffn_in", _take(layer.ffn_in, index, 0))
+        layer.replace("ffn_out", _take(layer.ffn_out, index, 1))
     model.config.intermediate_size = len(keep[0])
 
 
@@ -134,17 +136,16 @@ def standard_copy(model, pruned: dict[int, list[int]]):
     """A copy in the standard shape, the pruned heads' weights zero, for `save_pretrained`."""
     full = copy.deepcopy(model)
     total = model.config.num_attention_heads
-    for i, block in enumerate(find_layers(full)):
+    for i, layer in enumerate(prunable_layers(full)):
         if not pruned.get(i):
             continue
-        attn = block.attention.self
-        size = attn.attention_head_size
+        size = layer.head_size
         index = _head_index(_kept_heads(model, i, list(pruned[i])), size)
         width = total * size
-        attn.query, attn.key, attn.value = (
-            _spread(m, index, width, 0) for m in (attn.query, attn.key, attn.value)
-        )
-        block.attention.output.dense = _spread(block.attention.output.dense, index, width, 1)
+        for role in QKV:
+            layer.replace(role, _spread(layer.part(role), index, width, 0))
+        layer.replace("attn_out", _spread(layer.attn_out, index, width, 1))
+        attn = layer.attention
         attn.num_attention_heads, attn.all_head_size = total, width
     return full
 
@@ -156,14 +157,14 @@ def apply_pruning(model, manifest: dict):
     heads = {int(layer): list(h) for layer, h in pruned.items() if h}
     if not heads:
         return model
-    blocks = find_layers(model)
+    layers = prunable_layers(model)
     for i, dropped in heads.items():
-        attn = blocks[i].attention.self
-        if attn.query.out_features != model.config.num_attention_heads * attn.attention_head_size:
+        layer = layers[i]
+        if layer.q.out_features != model.config.num_attention_heads * layer.head_size:
             continue  # already sliced
-        index = _head_index(dropped, attn.attention_head_size)
-        value_rows = attn.value.weight.detach().index_select(0, index)
-        out_cols = blocks[i].attention.output.dense.weight.detach().index_select(1, index)
+        index = _head_index(dropped, layer.head_size)
+        value_rows = layer.v.weight.detach().index_select(0, index)
+        out_cols = layer.attn_out.weight.detach().index_select(1, index)
         if value_rows.any() or out_cols.any():
             raise BundleError(
                 f"layer {i}: the weights of heads {dropped}, pruned according to the manifest, "

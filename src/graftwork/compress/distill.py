@@ -1,7 +1,8 @@
 """Knowledge distillation: train a smaller student to match a trained teacher bundle.
 
 The student is either a copy of the teacher that keeps `student_layers` evenly spaced layers
-(for 6 → 3: layers 1, 3, 5, i.e. every other one, as DistilBERT did), or a smaller backbone
+(for 6 → 3: layers 1, 3, 5, i.e. every other one, as DistilBERT did; the layer list is the
+first stack of the layout table, `backbones/layout.py`), or a smaller backbone
 named in the config that shares the teacher's tokenizer. The loss is
 `alpha · T² · KL(student/T ‖ teacher/T) + (1 − alpha) · cross-entropy`, optionally plus
 `hidden_weight ·` MSE between student hidden states and their teacher layers (same width
@@ -19,6 +20,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from graftwork.backbones import layout
 from graftwork.config.compress import DistillConfig
 from graftwork.data.encode import IGNORE
 from graftwork.errors import GraftError
@@ -37,40 +39,39 @@ def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(step * (i + 1)) - 1 for i in range(student_layers)]
 
 
-LAYER_PATHS = ("encoder.layer", "transformer.layer", "layers", "h", "encoder.layers")
-
-
-def _layer_slot(model) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
-    """(owner module, attribute name, layer list) of a transformers model's blocks."""
-    for path in LAYER_PATHS:
-        owner: torch.nn.Module | None = model.base_model
-        *parents, name = path.split(".")
-        for part in parents:
-            owner = getattr(owner, part, None)
-        layers = getattr(owner, name, None) if owner is not None else None
-        if isinstance(layers, torch.nn.ModuleList):
-            return owner, name, layers
-    raise GraftError(
-        f"cannot find the layer list of a {type(model).__name__} to shrink it; name a smaller "
-        "backbone in compress.distill.student instead"
-    )
+def _layer_slot(model) -> layout.FoundStack:
+    """The first stack of layers (an encoder-decoder's encoder), from the layout table."""
+    found = layout.find(model)
+    if found is None:
+        raise GraftError(
+            f"cannot find the layer list of a {type(model).__name__} to shrink it; name a "
+            "smaller backbone in compress.distill.student instead"
+        )
+    return found.stacks[0]
 
 
 def layer_list(model) -> torch.nn.ModuleList:
-    return _layer_slot(model)[2]
+    return _layer_slot(model).modules
 
 
 def shrink_copy(teacher, student_layers: int):
     """A copy of the teacher that keeps `student_layers` of its layers (weights copied)."""
+    found = layout.find(teacher)
+    if found is not None and found.layout.bias_in_first_layer:
+        raise GraftError(
+            f"a {found.layout.covers} model keeps its relative position bias in its first layer "
+            "only, so a copy that keeps some of its layers loses it; name a smaller backbone in "
+            "compress.distill.student instead"
+        )
     keep = kept_layers(len(layer_list(teacher)), student_layers)
     student = copy.deepcopy(teacher)
-    owner, name, layers = _layer_slot(student)
-    kept = torch.nn.ModuleList([layers[i] for i in keep])
+    slot = _layer_slot(student)
+    kept = torch.nn.ModuleList([slot.modules[i] for i in keep])
     for i, layer in enumerate(kept):  # attention modules that know their index (caching)
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = i
-    setattr(owner, name, kept)
+    setattr(slot.owner, slot.name, kept)
     for key in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
         if hasattr(student.config, key):
             setattr(student.config, key, student_layers)
