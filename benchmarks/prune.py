@@ -23,12 +23,12 @@ import torch
 
 import graftwork
 from graftwork.backbones.surgery import apply_pruning
-from graftwork.compress.prune import prune_bundle
 from graftwork.data.readers import read_examples
 from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.machine import cpu_name
 from graftwork.methods import count_parameters
 from graftwork.runs.finetune import setup_logging
+from graftwork.runs.prune import prune_bundle
 
 
 def load(bundle: Path, threads: int):

@@ -1,10 +1,10 @@
 """Structured surgery on BERT-family encoders: slice attention heads and FFN neurons out.
 
-`compress.prune` decides what to remove and calls these; a pruned bundle stores the removed
-heads as zeros (transformers cannot express per-layer head counts), and `apply_pruning` slices
-them out again when the predictor loads it. Here, below the inference layer, so that both can
-use it. The parts (q/k/v/o, FFN in/out, head size) come from the layout table
-(`backbones/layout.py`).
+`compress.importance` decides what to remove and `runs/prune.py` calls these; a pruned bundle
+stores the removed heads as zeros (transformers cannot express per-layer head counts), and
+`apply_pruning` slices them out again when the predictor loads it. Here, below the inference
+layer, so that both can use it. The parts (q/k/v/o, FFN in/out, head size) come from the
+layout table (`backbones/layout.py`).
 """
 
 from __future__ import annotations

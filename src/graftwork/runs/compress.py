@@ -12,7 +12,7 @@ from pathlib import Path
 
 from graftwork.export import export_bundle
 from graftwork.runs.distill import distill
-from graftwork.compress.prune import prune_bundle
+from graftwork.runs.prune import prune_bundle
 
 log = logging.getLogger("graftwork")
 
