@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from graftwork.bundle import atomic
 from graftwork.errors import BundleError
 
 MANIFEST = "graftwork.json"
@@ -53,28 +52,16 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
     manifest = {"format": FORMAT, **manifest, "versions": versions()}
     manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["files"] = file_hashes(folder)
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    atomic.write_json(folder / MANIFEST, manifest)
     return manifest
 
 
 def write_bundle(out_dir: Path, write: Callable[[Path], None], manifest: dict) -> Path:
     """Call `write(tmp)` to fill a temporary folder, add the manifest, then rename into place."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic.building(out_dir) as tmp:
         write(tmp)
         write_manifest(tmp, manifest)
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

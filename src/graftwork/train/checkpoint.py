@@ -2,9 +2,9 @@
 
 A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the model weights (safetensors),
 the optimizer and scheduler states, each process's RNG state and the data position. It is
-written under a temporary name and renamed when complete, so a folder with the final name is
-always whole; a run killed mid-write leaves only a `.tmp-` folder, which the next write
-removes. Only the newest checkpoint is kept.
+written under a temporary name and renamed when complete (`bundle.atomic`), so a folder with
+the final name is always whole; a run killed mid-write leaves only a hidden `.step-….tmp`
+folder, which the next write removes. Only the newest checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from graftwork.bundle import atomic
 from graftwork.errors import GraftError
 
 PREFIX = "step-"
@@ -56,10 +57,10 @@ def save(run_dir: Path, accelerator, model, optimizer, scheduler, state: TrainSt
     """Write a checkpoint atomically (all processes call this; the main one writes the model)."""
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{state.step:08d}"
-    tmp = root / f".tmp-{PREFIX}{state.step:08d}"
+    tmp = atomic.temp_path(final, unique=False)  # every process writes into it
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-*"):
+        for stale in root.glob(f".{PREFIX}*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
     accelerator.wait_for_everyone()
@@ -70,9 +71,7 @@ def save(run_dir: Path, accelerator, model, optimizer, scheduler, state: TrainSt
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        atomic.place(tmp, final)
         for old in root.glob(PREFIX + "*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)

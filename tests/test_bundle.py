@@ -1,0 +1,82 @@
+"""The bundle layer on its own: atomic writes and the typed manifest (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from graftwork.bundle import atomic, read_manifest, write_bundle
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask():
+    """The umask in force (read by setting and restoring it)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def test_atomic_files_get_the_usual_mode_not_mkstemps_0600(tmp_path, umask):
+    written = atomic.write_text(tmp_path / "a.txt", "hello")
+    assert written.read_text() == "hello"
+    assert mode(written) == 0o666 & ~umask
+    old = os.umask(0o022)
+    try:
+        assert mode(atomic.write_json(tmp_path / "b.json", {"x": 1})) == 0o644
+        with atomic.building(tmp_path / "folder") as tmp:
+            (tmp / "inside.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "folder") == 0o755
+    assert mode(tmp_path / "folder" / "inside.txt") == 0o644
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "data.json"
+    atomic.write_json(path, {"v": 1})
+    atomic.write_json(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["data.json"]
+
+
+def test_building_replaces_a_folder_whole_and_cleans_up_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with atomic.building(target) as tmp:
+        (tmp / "one.txt").write_text("1")
+    with atomic.building(target) as tmp:
+        (tmp / "two.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["two.txt"]
+    with pytest.raises(RuntimeError, match="half way"), atomic.building(target) as tmp:
+        (tmp / "three.txt").write_text("3")
+        raise RuntimeError("half way")
+    assert sorted(p.name for p in target.iterdir()) == ["two.txt"]  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+def test_place_moves_a_finished_folder_over_an_existing_one(tmp_path):
+    final, tmp = tmp_path / "step-1", atomic.temp_path(tmp_path / "step-1", unique=False)
+    final.mkdir()
+    (final / "old").write_text("old")
+    tmp.mkdir()
+    (tmp / "new").write_text("new")
+    atomic.place(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step-1"]
+
+
+def test_a_written_bundle_reads_back_with_its_manifest(tmp_path, umask):
+    def write(folder):
+        (folder / "config.json").write_text("{}")
+
+    bundle = write_bundle(tmp_path / "bundle", write, {"name": "tiny", "task": "classification"})
+    manifest = read_manifest(bundle)
+    assert manifest["name"] == "tiny" and manifest["task"] == "classification"
+    assert set(manifest["files"]) == {"config.json"}
+    assert mode(bundle / "graftwork.json") == 0o666 & ~umask
