@@ -23,6 +23,7 @@ import torch
 from graftwork.backbones import load as backbones
 from graftwork.data.sampling import subsample
 from graftwork.machine import cpu_name
+from graftwork.runs.corpus import read_corpus
 from graftwork.runs.finetune import train
 from graftwork.runs.pretrain import (
     EVAL_MASK_SEED,
@@ -30,7 +31,6 @@ from graftwork.runs.pretrain import (
     masked_set,
     perplexity,
     pretrain,
-    read_corpus,
     warm_head,
 )
 from graftwork.runs.vocab import extend
@@ -44,15 +44,15 @@ def head_only_perplexity(recipe, terms: list[str], steps: int) -> float:
     tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
     model = load_mlm_model(folder, recipe.backbone)
     extend(model, tokenizer, terms)
-    train_docs, eval_docs = read_corpus(recipe)
+    train_docs, eval_docs = read_corpus(recipe.data, recipe.resolve_path, recipe.train.seed)
     docs = subsample(train_docs, recipe.data.max_documents, recipe.train.seed)
     features, labels = masked_set(tokenizer, docs, recipe, recipe.train.seed)
     held_out = masked_set(tokenizer, eval_docs, recipe, EVAL_MASK_SEED)
     mlm = recipe.mlm.model_copy(update={"head_warmup_steps": steps})
     torch.manual_seed(recipe.train.seed)
-    warm_head(model, features, labels, mlm, recipe.train, tokenizer.pad_token_id, "cpu")
-    pad = tokenizer.pad_token_id
-    return perplexity(model, *held_out, pad, recipe.train.eval_batch_size, "cpu")["perplexity"]
+    warm_head(model, features, labels, mlm, recipe.train, tokenizer.pad_token_id)
+    pad, device = tokenizer.pad_token_id, next(model.parameters()).device  # where fit put it
+    return perplexity(model, *held_out, pad, recipe.train.eval_batch_size, device)["perplexity"]
 
 
 def fine_tune(backbone: str, examples: int, out: Path, name: str) -> float:

@@ -16,14 +16,9 @@ from graftwork.cli import app
 from graftwork.config.recipe import BackboneConfig
 from graftwork.data.encode import IGNORE
 from graftwork.errors import BundleError, DataError, GraftError, RecipeError
+from graftwork.runs.corpus import encode_documents, mask_features
 from graftwork.runs.finetune import train
-from graftwork.runs.pretrain import (
-    encode_documents,
-    load_mlm_model,
-    load_pretrain_recipe,
-    mask_features,
-    pretrain,
-)
+from graftwork.runs.pretrain import load_mlm_model, load_pretrain_recipe, pretrain
 from graftwork.runs.vocab import MineConfig, extend, mine_terms, tokens_per_word, words
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "pretrain-sst2.yaml"

@@ -1,50 +1,44 @@
 """Continued (domain-adaptive) masked-LM pretraining: raw domain text in, a backbone folder out.
 
-`graft pretrain RECIPE` reads raw text (a .txt file with one document a line, a folder of .txt
-files, or the text column of a TSV/CSV/JSONL file), optionally extends the vocabulary with domain
-terms (`vocab.py`), trains the backbone as a masked LM with `train.loop.fit`, and writes a
-standard Hugging Face folder (`runs/NAME/bundle`: `AutoModelForMaskedLM` and `AutoModel` load it,
-the tokenizer is saved beside it) that an ordinary recipe fine-tunes from with
-`backbone: runs/NAME/bundle`.
+`graft pretrain RECIPE` reads raw text and masks it (`corpus.py`), optionally extends the
+vocabulary with domain terms (`vocab.py`), trains the backbone as a masked LM with
+`train.loop.fit`, the loop fine-tuning uses (checkpoints, exact resume, progress), and writes a
+standard Hugging Face folder (`runs/NAME/bundle`: `AutoModelForMaskedLM` and `AutoModel` load
+it, the tokenizer is saved beside it) that a recipe fine-tunes from (`backbone: runs/NAME/bundle`).
 
 The MLM head. Backbones packaged for embeddings (MiniLM) ship without one: the model is loaded
 with `AutoModelForMaskedLM`, which initialises the missing head (`cls.predictions.transform.*`
-and the output bias) and ties its decoder to the input word embeddings (the decoder weight IS the
-embedding tensor). The backbone's pooler, which an MLM does not use, is copied into the output so
-a classifier fine-tuned from it starts from the same pooler as one fine-tuned from the original.
+and the output bias) and ties its decoder to the input word embeddings (the decoder weight IS
+the embedding tensor). The backbone's pooler, which an MLM does not use, is copied into the
+output so a classifier fine-tuned from it starts from the same pooler as one fine-tuned from the
+original. Masks are drawn once, up front, from the train seed: static for the run, which makes
+the loss normalisation and resume exact; sequences without a masked token are left out.
 
-Masking is BERT's: `mlm.mask_ratio` of the words (whole-word masking: every piece of a chosen
-word is masked together; otherwise of the tokens) are chosen, and each chosen token becomes
-[MASK] (80 %), a random token (10 %) or stays (10 %). A sequence of n words gets
-floor(ratio·n + u) of them (u uniform in [0, 1)), so the expected fraction is exactly the ratio
-even for short sequences. Masks are drawn once, at encode time, with a seeded RNG: they are
-static for the run (every epoch sees the same masks), which makes the loss normalisation exact
-and resume exact. Documents longer than `data.max_length` are cut into consecutive chunks (none
-of the text is dropped); sequences that got no masked token are left out of training.
-
-Perplexity is exp(mean cross-entropy over the masked tokens) of the held-out text, with one fixed
-mask (seed `EVAL_MASK_SEED`, the same 80/10/10 corruption as training, as Hugging Face's
+Perplexity is exp(mean cross-entropy over the masked tokens) of the held-out text, with one
+fixed mask (seed `EVAL_MASK_SEED`, the same 80/10/10 corruption as training, as Hugging Face's
 `run_mlm` does) so "before" and "after" score the same positions. Three numbers are reported:
 `before` (the freshly initialised head: huge, and it says nothing about the encoder),
-`before_head_warmup` (after `mlm.head_warmup_steps` steps that train only the head, the
-encoder and embeddings frozen: what the original encoder can do with a fitted head, the fairer
-baseline; the MLM training then continues from this head) and `after`. The warm-up baseline
-is only as good as the head's fit: `benchmarks/pretrain.py` also trains the head alone for as
-many steps as the adapted model's head got, so a gain cannot be the head's alone. With a vocab
-section, all three use the extended tokenizer (perplexities under different tokenizers are not
-comparable); the vocabulary's effect is measured as tokens per word on the held-out text.
+`before_head_warmup` (after `mlm.head_warmup_steps` steps of `fit` that train only the head at
+a constant `mlm.head_warmup_lr`, encoder and embeddings frozen: what the original encoder can do
+with a fitted head, the fairer baseline; the MLM training then continues from this head) and
+`after`. The warm-up baseline is only as good as the head's fit: `benchmarks/pretrain.py` also
+trains the head alone for as many steps as the adapted model's head got, so a gain cannot be the
+head's alone. With a vocab section, all three use the extended tokenizer (perplexities under
+different tokenizers are not comparable); the vocabulary's effect is measured as tokens per word
+on the held-out text.
 
-Leaves out: dynamic (per-epoch) masking, data-parallel runs (`--nproc`), packing several
-documents into one sequence, and MLM heads other than the BERT (`cls`) and RoBERTa (`lm_head`)
-families' (other encoders train through their full logits and get no head warm-up).
+Leaves out: dynamic (per-epoch) masking, data-parallel runs (`--nproc`), and MLM heads other
+than the BERT (`cls`) and RoBERTa (`lm_head`) families' (other encoders train through their
+full logits and get no head warm-up).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
+import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,51 +47,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graftwork.backbones import load as backbones
 from graftwork.bundle import write_bundle
-from graftwork.data.batching import collate, inference_batches, training_batches
-from graftwork.data.encode import IGNORE, model_inputs
-from graftwork.data.readers import read_examples
+from graftwork.config.recipe import BackboneConfig, RecipeBase, TrainConfig, load_recipe
+from graftwork.data.batching import collate, inference_batches
+from graftwork.data.encode import IGNORE
 from graftwork.data.sampling import subsample
 from graftwork.errors import BackboneError, DataError, GraftError
 from graftwork.machine import describe
+from graftwork.runs.corpus import PretrainData, masked_sequences, read_corpus
 from graftwork.runs.finetune import FINGERPRINT_TRAIN, RunResult, _write_json, start
-from graftwork.config.recipe import (
-    BackboneConfig,
-    DataConfig,
-    RecipeBase,
-    TaskConfig,
-    TrainConfig,
-    load_recipe,
-)
-from graftwork.train import checkpoint
-from graftwork.train.loop import fit, labelled, summed_loss
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
+from graftwork.train import checkpoint
+from graftwork.train.loop import fit, labelled, make_accelerator, summed_loss
 
 log = logging.getLogger("graftwork")
 
 EVAL_MASK_SEED = 0  # the held-out mask; fixed, so runs with different train seeds compare
 HEADS = ("cls", "lm_head")  # the MLM head's attribute: BERT family, RoBERTa / XLM-R family
-TABLES = (".tsv", ".csv", ".jsonl", ".json")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class PretrainData(_Section):
-    train: str = Field(
-        description="Domain text: a .txt file (one document a line), a folder of .txt files, "
-        "or a TSV/CSV/JSONL file (its `text` column)."
-    )
-    eval: str | None = Field(None, description="Held-out text (same formats).")
-    eval_fraction: float = Field(
-        0.05, ge=0, lt=1, description="Without `eval`: hold out this fraction of train."
-    )
-    text: str = Field("sentence", description="TSV/CSV/JSONL: the column with the text.")
-    header: bool = Field(True, description="TSV/CSV: the first row names the columns.")
-    max_documents: int | None = Field(
-        None, ge=1, description="MLM-train on a seeded sample of this many documents."
-    )
-    max_length: int = Field(128, ge=8, le=8192)
 
 
 class MlmConfig(_Section):
@@ -128,110 +97,12 @@ def load_pretrain_recipe(source, overrides: list[str] | None = None) -> Pretrain
 # ---------------------------------------------------------------- text
 
 
-def read_documents(path: Path, data: PretrainData) -> list[str]:
-    """Documents (non-empty lines, or rows of a table's text column) of a file or folder."""
-    if not path.exists():
-        raise DataError(
-            f"text file {path} does not exist; check data.train / data.eval in the recipe"
-        )
-    if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise DataError(f"folder {path} holds no .txt files; put the domain text in *.txt")
-        documents = [doc for file in files for doc in _lines(file)]
-    elif path.suffix.lower() in TABLES:
-        fmt = DataConfig(header=data.header, on_bad_rows="skip")
-        columns = TaskConfig(text=data.text, label=data.text)  # no label column needed
-        result = read_examples(path, columns, fmt, require_labels=False)
-        if result.skipped:
-            log.warning("%s: skipped %d row(s) without text", path, len(result.skipped))
-        documents = [e["text"] for e in result.examples]
-    else:
-        documents = _lines(path)
-    if not documents:
-        raise DataError(f"{path}: no text found (empty?); give one document per line")
-    return documents
-
-
-def _lines(file: Path) -> list[str]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{file}: not valid UTF-8 (byte offset {exc.start}); re-save it as UTF-8"
-        ) from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def read_corpus(recipe: PretrainRecipe) -> tuple[list[str], list[str]]:
-    """(train, held-out) documents; without data.eval, a seeded eval_fraction of train."""
-    data = recipe.data
-    train = read_documents(recipe.resolve_path(data.train), data)
-    if data.eval is not None:
-        return train, read_documents(recipe.resolve_path(data.eval), data)
-    if data.eval_fraction == 0:
-        return train, []
-    n_eval = max(1, round(len(train) * data.eval_fraction))
-    if n_eval >= len(train):
-        raise DataError(
-            f"{data.train}: {len(train)} document(s) are too few to hold out "
-            f"{data.eval_fraction:.0%}; add text, or give data.eval"
-        )
-    generator = torch.Generator().manual_seed(recipe.train.seed)
-    held = set(torch.randperm(len(train), generator=generator)[:n_eval].tolist())
-    kept = [d for i, d in enumerate(train) if i not in held]
-    return kept, [d for i, d in enumerate(train) if i in held]
-
-
-def encode_documents(tokenizer, documents: list[str], max_length: int) -> list[dict]:
-    """Token ids and word ids; a document longer than max_length becomes several chunks."""
-    enc = tokenizer(
-        documents, truncation=True, max_length=max_length, return_overflowing_tokens=True
-    )
-    keys = model_inputs(enc)
-    return [
-        {**{k: enc[k][i] for k in keys}, "word_ids": enc.word_ids(i)}
-        for i in range(len(enc["input_ids"]))
-    ]
-
-
-def mask_features(
-    features: list[dict], tokenizer, ratio: float, whole_word: bool, seed: int
-) -> tuple[list[dict], list[list[int]]]:
-    """BERT masking: (features with corrupted input_ids, labels: the original id or IGNORE)."""
-    rng = random.Random(seed)
-    special = set(tokenizer.all_special_ids)
-    replacements = [i for i in range(len(tokenizer)) if i not in special]
-    masked, labels = [], []
-    for feature in features:
-        ids = list(feature["input_ids"])
-        units: dict[Any, list[int]] = {}  # word (or position) → its positions
-        for pos, word in enumerate(feature["word_ids"]):
-            if word is not None:
-                units.setdefault(word if whole_word else pos, []).append(pos)
-        groups = list(units.values())
-        count = int(ratio * len(groups) + rng.random())
-        label = [IGNORE] * len(ids)
-        for group in rng.sample(groups, count):
-            for pos in group:
-                label[pos] = ids[pos]
-                draw = rng.random()
-                if draw < 0.8:
-                    ids[pos] = tokenizer.mask_token_id
-                elif draw < 0.9:
-                    ids[pos] = rng.choice(replacements)
-        masked.append({**{k: v for k, v in feature.items() if k != "word_ids"}, "input_ids": ids})
-        labels.append(label)
-    return masked, labels
-
-
 def masked_set(tokenizer, documents: list[str], recipe: PretrainRecipe, seed: int):
-    """Encode and mask `documents`; sequences without a masked token are left out."""
-    features = encode_documents(tokenizer, documents, recipe.data.max_length)
+    """`documents` as masked sequences, with the recipe's length and masking."""
     mlm = recipe.mlm
-    features, labels = mask_features(features, tokenizer, mlm.mask_ratio, mlm.whole_word, seed)
-    keep = [i for i, row in enumerate(labels) if any(x != IGNORE for x in row)]
-    return [features[i] for i in keep], [labels[i] for i in keep]
+    return masked_sequences(
+        tokenizer, documents, recipe.data.max_length, mlm.mask_ratio, mlm.whole_word, seed
+    )
 
 
 # ---------------------------------------------------------------- model
@@ -263,15 +134,17 @@ def mlm_head(model) -> torch.nn.Module | None:
     return head if isinstance(head, torch.nn.Module) else None
 
 
-def mlm_loss(model, batch: dict) -> torch.Tensor:
+def mlm_loss(model, batch: dict, frozen_encoder: bool = False) -> torch.Tensor:
     """Cross-entropy summed over the masked tokens; the vocabulary projection runs on those only
-    (it costs as much per token as the whole MiniLM encoder)."""
+    (it costs as much per token as the whole MiniLM encoder). `frozen_encoder`: no autograd
+    through the encoder (the head warm-up)."""
     head = mlm_head(model)
     if head is None:
         return summed_loss(model, batch)
     labels = batch.pop("labels")
     picked = labels != IGNORE  # (batch, seq)
-    hidden = model.base_model(**batch).last_hidden_state  # (batch, seq, hidden)
+    with torch.no_grad() if frozen_encoder else nullcontext():
+        hidden = model.base_model(**batch).last_hidden_state  # (batch, seq, hidden)
     logits = head(hidden[picked])  # (masked, vocab)
     return torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction="sum")
 
@@ -288,38 +161,57 @@ def perplexity(model, features, labels, pad_id: int, batch_size: int, device) ->
     return {"perplexity": math.exp(total / count), "loss": total / count, "masked_tokens": count}
 
 
-def warm_head(model, features, labels, mlm: MlmConfig, cfg: TrainConfig, pad_id: int, device):
-    """Train only the MLM head (not the tied embeddings) for mlm.head_warmup_steps steps."""
+def warm_head(model, features, labels, mlm: MlmConfig, cfg: TrainConfig, pad_id: int) -> None:
+    """Train only the MLM head (not the tied embeddings) for mlm.head_warmup_steps steps at a
+    constant mlm.head_warmup_lr, with the training loop; the encoder frozen, without dropout."""
     head = mlm_head(model)
     if head is None:
         log.warning("no known MLM head on %s; skipping the head warm-up", type(model).__name__)
         return
     tied = model.get_input_embeddings().weight
-    params = [p for p in head.parameters() if p is not tied]
-    optimizer = torch.optim.AdamW(params, lr=mlm.head_warmup_lr, weight_decay=0.0)
-    lengths = [len(f["input_ids"]) for f in features]
-    model.eval()  # the encoder is frozen: no dropout, no gradients
-    tied.requires_grad_(False)
-    step, epoch = 0, 0
+    trains = {id(p) for p in head.parameters() if p is not tied}
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    batches = math.ceil(len(features) / cfg.batch_size)
+    warm = cfg.model_copy(
+        update={
+            "epochs": (mlm.head_warmup_steps - 0.5) / batches,  # fit rounds up: exactly the steps
+            "lr": mlm.head_warmup_lr,
+            "weight_decay": 0.0,
+            "grad_accum": 1,
+            "max_grad_norm": None,
+            "checkpoint_every": 0,
+            "max_minutes": None,
+        }
+    )
+
+    def head_loss(model, batch: dict) -> torch.Tensor:
+        model.eval()  # the encoder is frozen: no dropout (the loop sets train mode)
+        return mlm_loss(model, batch, frozen_encoder=True)
+
+    def constant(optimizer, steps: int):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    for param in model.parameters():
+        param.requires_grad_(id(param) in trains)
+    accelerator = make_accelerator(warm)
     try:
-        while step < mlm.head_warmup_steps:
-            for rows in training_batches(lengths, cfg.batch_size, cfg.seed, epoch):
-                if step == mlm.head_warmup_steps:
-                    break
-                batch = collate([features[i] for i in rows], pad_id, [labels[i] for i in rows])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                target = batch.pop("labels")
-                picked = target != IGNORE
-                with torch.no_grad():
-                    hidden = model.base_model(**batch).last_hidden_state[picked]
-                loss = torch.nn.functional.cross_entropy(head(hidden).float(), target[picked])
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-            epoch += 1
+        with tempfile.TemporaryDirectory(prefix="graftwork-head-") as work:
+            prepared, _, _ = fit(
+                model,
+                features,
+                labels,
+                warm,
+                accelerator,
+                Path(work),
+                pad_id,
+                {},
+                loss_fn=head_loss,
+                lr_schedule=constant,
+            )
+        accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # the next fit wraps again
     finally:
-        tied.requires_grad_(True)
+        for name, param in model.named_parameters():
+            param.requires_grad_(before[name])
         model.zero_grad(set_to_none=True)
 
 
@@ -384,7 +276,7 @@ def pretrain(
             f"backbone {recipe.backbone.name}: its tokenizer has no mask token; masked-LM "
             "pretraining needs an encoder tokenizer (BERT, RoBERTa, …)"
         )
-    train_docs, eval_docs = read_corpus(recipe)
+    train_docs, eval_docs = read_corpus(recipe.data, recipe.resolve_path, cfg.seed)
     log.info("%s: %d documents, %d held out", recipe.name, len(train_docs), len(eval_docs))
     model = load_mlm_model(folder, recipe.backbone)
 
@@ -415,7 +307,7 @@ def pretrain(
     ppl = {"before": measure("before (new head)")}
     if recipe.mlm.head_warmup_steps and features:
         torch.manual_seed(cfg.seed)
-        warm_head(model, features, labels, recipe.mlm, cfg, pad_id, device)
+        warm_head(model, features, labels, recipe.mlm, cfg, pad_id)
         ppl["before_head_warmup"] = measure("after the head warm-up")
     metrics: dict[str, Any] = {}
     if cfg.epochs > 0:

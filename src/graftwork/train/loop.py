@@ -105,6 +105,7 @@ def fit(
     on_step=None,
     lr_scales: dict | None = None,
     batch_plan=None,
+    lr_schedule=None,
 ):
     """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
 
@@ -115,7 +116,8 @@ def fit(
     is restored on resume, so are they. `lr_scales` maps parameter names to multipliers of
     `cfg.lr` (layer-wise decay). `batch_plan(epoch)` returns the epoch's global batches (lists
     of example indices; default: length-grouped batches of all examples) and must be a pure
-    function of the epoch, like the default, for resume to stay exact."""
+    function of the epoch, like the default, for resume to stay exact. `lr_schedule(optimizer,
+    steps)` builds the learning-rate scheduler (default: linear warm-up, then linear decay)."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -124,7 +126,10 @@ def fit(
     steps = total_steps(len(features), cfg)
     groups = param_groups(model, cfg.weight_decay, cfg.lr, lr_scales)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
+    if lr_schedule is not None:
+        scheduler = lr_schedule(optimizer, steps)
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState(fingerprint=fingerprint)
     if resume:
