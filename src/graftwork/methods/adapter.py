@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -49,7 +48,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from graftwork.bundle import MANIFEST, read_manifest, sha256
+from graftwork.bundle import MANIFEST, atomic, read_manifest, sha256
 from graftwork.errors import BundleError, GraftError, RecipeError
 
 ADAPTERS_DIR = "adapters"
@@ -399,18 +398,11 @@ def add_adapter(bundle: str | Path, adapter_dir: str | Path, name: str) -> list[
             "(backbone_sha256 differs); an adapter only works on the backbone it was trained on"
         )
     target = bundle / ADAPTERS_DIR / name
-    tmp = bundle / ADAPTERS_DIR / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for file in (CONFIG_FILE, WEIGHTS):
-        shutil.copyfile(adapter_dir / file, tmp / file)
-    shutil.rmtree(target, ignore_errors=True)  # a leftover the manifest never listed
-    tmp.rename(target)
+    with atomic.building(target) as tmp:  # replaces a leftover the manifest never listed
+        for file in (CONFIG_FILE, WEIGHTS):
+            shutil.copyfile(adapter_dir / file, tmp / file)
     files = dict(manifest["files"])
     files.update({f"{ADAPTERS_DIR}/{name}/{f}": sha256(target / f) for f in (CONFIG_FILE, WEIGHTS)})
     manifest["files"] = dict(sorted(files.items()))
-    path = bundle / MANIFEST
-    tmp_manifest = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    tmp_manifest.replace(path)
+    atomic.write_json(bundle / MANIFEST, manifest)
     return adapter_names(manifest)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from graftwork.bundle import atomic
 from graftwork.errors import GraftError
 from graftwork.registry import METHODS
 from graftwork.config.recipe import load_recipe
@@ -137,9 +138,7 @@ def write_outputs(out_dir: Path, name: str, rows: list[dict]) -> None:
     from graftwork.runs.report import write_compare_report
 
     data = {"name": name, "machine": describe(), "rows": rows}
-    tmp = out_dir / f".compare.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(out_dir / "compare.json")
+    atomic.write_json(out_dir / "compare.json", data)
     write_compare_report(out_dir / "report.html", name, rows, data["machine"])
 
 

@@ -7,7 +7,6 @@ Python API and the tests all come through here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from graftwork.backbones import load as backbones
-from graftwork.bundle import write_bundle
+from graftwork.bundle import atomic, write_bundle
 from graftwork.data.encode import label_ids
 from graftwork.data.readers import ReadResult, read_examples
 from graftwork.data.sampling import subsample
@@ -360,6 +359,4 @@ def _headline(metrics: dict) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_json(path, data)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import html
 import io
-import os
 from pathlib import Path
+
+from graftwork.bundle import atomic
 
 
 def _svg(fig) -> str:
@@ -161,10 +162,7 @@ def _page(title: str, parts: list[str]) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic.write_text(path, text)
 
 
 def write_report(result) -> Path:
