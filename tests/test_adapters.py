@@ -19,6 +19,7 @@ from graftwork.config.recipe import load_recipe
 from graftwork.errors import BundleError, GraftError, RecipeError
 from graftwork.methods import adapter as adapters
 from graftwork.methods import count_parameters
+from graftwork.methods.bottleneck import Bottleneck
 from graftwork.runs.finetune import train
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful", "meh"]
@@ -86,7 +87,7 @@ def test_fresh_adapters_leave_hidden_states_equal_to_the_backbone(tiny_bert, pla
     model.eval()
     before = model(**inputs, output_hidden_states=True).hidden_states
     adapters.apply(model, adapters.AdapterConfig(placement=placement))
-    blocks = [m for m in model.modules() if isinstance(m, adapters.Bottleneck)]
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
     assert len(blocks) == count and blocks[0].down.out_features == 32 // 16
     after = model(**inputs, output_hidden_states=True).hidden_states
     for b, a in zip(before, after, strict=True):

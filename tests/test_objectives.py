@@ -17,9 +17,10 @@ from graftwork.backbones import load as backbones
 from graftwork.config.recipe import DataConfig, TaskConfig, load_recipe
 from graftwork.data.readers import read_examples
 from graftwork.errors import DataError, GraftError, RecipeError
-from graftwork.objectives import dann, prepare
-from graftwork.objectives.dann import DannConfig, DomainHead, reverse_gradient, schedule
+from graftwork.objectives import dann, layers, prepare
+from graftwork.objectives.dann import DannConfig, schedule
 from graftwork.objectives.ewc import penalty
+from graftwork.objectives.layers import DomainHead, reverse_gradient
 from graftwork.runs.finetune import read_splits, train
 from graftwork.train.loop import param_groups
 
@@ -98,7 +99,7 @@ def test_domain_head_learns_normally_but_sends_the_encoder_the_reversed_gradient
 
 def test_mean_pool_ignores_padding():
     hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
-    assert dann.mean_pool(hidden, torch.tensor([[1, 1, 0]])).item() == 2.0
+    assert layers.mean_pool(hidden, torch.tensor([[1, 1, 0]])).item() == 2.0
 
 
 def test_domain_classifier_trains_in_the_loops_optimizer_at_head_lr_and_is_not_saved(
@@ -113,7 +114,7 @@ def test_domain_classifier_trains_in_the_loops_optimizer_at_head_lr_and_is_not_s
         mine = {id(p) in head for p in group["params"]}
         assert len(mine) == 1  # a group holds head parameters only, or none
         assert group["lr"] == pytest.approx(5e-3 if mine == {True} else 1e-3)
-    hooks.method(registry.method("full")).finish(model, tmp_path)
+    hooks.finisher(registry.method("full")).finish(model, tmp_path)
     assert not hasattr(model, dann.ATTR)
 
 

@@ -13,7 +13,7 @@ from graftwork.errors import GraftError
 from graftwork.export import onnx as onnx_export
 from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.inference.onnx import onnx_forward, session
-from graftwork.methods.adapter import load_model
+from graftwork.methods.base import refuse
 
 log = logging.getLogger("graftwork")
 
@@ -48,6 +48,7 @@ def export_bundle(
 
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
+    refuse(predictor.manifest.get("method"), "export", bundle)
     examples, data_path = parity_examples(predictor, data, limit)
     task, tokenizer = predictor.task, predictor.tokenizer
     label2id = {v: k for k, v in predictor.id2label.items()}
@@ -61,7 +62,7 @@ def export_bundle(
         work = Path(work)
         fp32 = work / onnx_export.FP32
         # eager attention traces to the pattern ONNX Runtime fuses into one Attention node
-        eager = load_model(
+        eager = predictor.method.load(
             task.model_class(), bundle, predictor.adapter, attn_implementation="eager"
         )
         onnx_export.export_fp32(eager, tokenizer, fp32)

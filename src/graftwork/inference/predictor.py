@@ -4,9 +4,9 @@ The backend is the fastest artifact the bundle holds unless told otherwise: INT8
 ONNX (both only when their export passed its parity check), then PyTorch. The same functions
 serve the CLI (`graft predict`, `graft eval`), the Python API and the server.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
-active (default: the one it was trained with; see `graftwork.methods.adapter`); for a
-multi-task bundle, `task=` which task's head answers (default: the first;
-`graftwork.bundle.tasks`).
+active (default: the one it was trained with; the bundle's method selects and loads it, see
+`graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
+(default: the first; `graftwork.bundle.tasks`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError
 from graftwork.inference.forward import evaluate_examples, predict_examples
-from graftwork.methods.adapter import load_model, select_adapter
 
 Backend = str  # "auto" or a name in graftwork.registry.BACKENDS (or an alias)
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
@@ -43,16 +42,17 @@ class Predictor:
         self.path = Path(bundle)
         if task is not None:  # multi-task bundles: one task's folder, which verifies itself
             self.path = task_folder(self.path, read_manifest(self.path, verify=False), task)
-        # adapter bundles: which adapter is active (None: the one trained; no-op for others)
-        self.manifest, self.adapter = select_adapter(
-            self.path, read_manifest(self.path, verify=verify), adapter
-        )
-        if self.manifest.get("task") not in registry.TASKS:
+        manifest = read_manifest(self.path, verify=verify)
+        if manifest.get("task") not in registry.TASKS:
             raise BundleError(
-                f"{self.path} holds a {self.manifest.get('task')!r} backbone, not a task model "
+                f"{self.path} holds a {manifest.get('task')!r} backbone, not a task model "
                 f"(graft pretrain writes these): fine-tune from it with `graft run RECIPE "
                 f"backbone={self.path}`"
             )
+        # the method's own parts: which adapter is active (None: the one trained; no choice
+        # for methods whose bundle is one plain model)
+        self.method = registry.method(manifest["method"])
+        self.manifest, self.adapter = self.method.select(self.path, manifest, adapter)
         if threads:
             torch.set_num_threads(threads)
         recipe = self.manifest["recipe"]
@@ -86,7 +86,7 @@ class Predictor:
         if self._model is None:
             from graftwork.backbones.surgery import apply_pruning
 
-            model = load_model(self.task.model_class(), self.path, self.adapter)
+            model = self.method.load(self.task.model_class(), self.path, self.adapter)
             self._model = apply_pruning(model, self.manifest).eval()  # no-op unless pruned
         return self._model
 

@@ -8,7 +8,9 @@ adapter acts before the layer's dropout, residual sum and LayerNorm. The adapter
 `nn.Module`s registered as the child `adapter` of `BertSelfOutput`/`BertOutput` (so
 `named_parameters`, `state_dict`, optimizers and checkpoints see them) and run by a forward
 hook on the projection; the transformers model is neither subclassed nor wrapped. The backbone
-is frozen; the adapters and the task head (`head_modules`) train.
+is frozen; the adapters and the task head (`head_modules`) train. The module and its insertion
+live in `methods/bottleneck.py` (torch); this module holds the config, the method's protocol
+functions and the adapter files, and imports torch only inside them.
 
 A bundle trained this way holds:
 - at its root, a standard Hugging Face folder with the frozen backbone and the trained head,
@@ -19,7 +21,7 @@ A bundle trained this way holds:
 - `adapters/NAME/adapter_model.safetensors` (adapter and head weights only: a few hundred KB
   for MiniLM) and `adapters/NAME/adapter_config.json` (the config, labels, architecture and
   the sha256 of the frozen backbone it was trained on).
-`graftwork.load(bundle)` re-inserts the adapter the bundle was trained with;
+`graftwork.load(bundle)` re-inserts the adapter the bundle was trained with (`select`, `load`);
 `graftwork.load(bundle, adapter="finance")` another one put there by `add_adapter`, which
 accepts only adapters trained on the same frozen backbone (same sha256). The manifest lists
 every adapter through its hashed files (`adapters/NAME/...` in `files`).
@@ -37,27 +39,32 @@ parallel, stacked and fused adapters; more than one adapter active in one model 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from graftwork.bundle import MANIFEST, atomic, read_manifest, sha256
-from graftwork.errors import BundleError, GraftError, RecipeError
+from graftwork.errors import BundleError, GraftError
+from graftwork.methods import head_modules
+from graftwork.methods.base import (
+    FROZEN_ENCODER,
+    files_bytes,
+    load_plain,
+    no_choice,
+    no_schedule,
+    one_lr,
+    supported,
+)
 
 ADAPTERS_DIR = "adapters"
 WEIGHTS = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 FORMAT = "graftwork-adapter/1"
-ATTR = "adapter"  # the child module name on BertSelfOutput / BertOutput
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 class AdapterConfig(BaseModel):
@@ -78,37 +85,17 @@ class AdapterConfig(BaseModel):
 
 
 Config = AdapterConfig  # the registry reads each method's and objective's config here
-
-
-class Bottleneck(nn.Module):
-    """h → h + up(act(down(h))); `up` starts at zero, so the block starts as the identity."""
-
-    def __init__(self, hidden: int, config: AdapterConfig):
-        super().__init__()
-        size = hidden // config.reduction
-        self.config = config
-        self.down = nn.Linear(hidden, size)
-        self.act = ACTIVATIONS[config.activation]()
-        self.up = nn.Linear(size, hidden)
-        nn.init.normal_(self.down.weight, std=config.init_scale)
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-        self._handle = None
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden + self.up(self.act(self.down(hidden)))
-
-    def hook_after(self, projection: nn.Module) -> None:
-        self._handle = projection.register_forward_hook(self._after)
-
-    def unhook(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def _after(self, module, args, output):
-        return self(output)
+DEFAULT_LR = 3e-3  # 3e-3 beat 1e-3 and 1e-2 on SST-2 (BENCHMARKS.md, "Adaptation methods")
+REFUSES = {
+    **FROZEN_ENCODER,
+    "distill": "{where} keeps its adapter outside the model weights; distil from a full or "
+    "LoRA bundle (a copied student would lose the adapter)",
+    "prune": "{where} was trained with bottleneck adapters on a frozen backbone; pruning would "
+    "change the backbone the adapters were trained for. Prune a full or LoRA bundle.",
+    "ewc_previous": "objective.previous: {where} was trained with adapters, which stay outside "
+    "its encoder weights; EWC continues from a bundle trained with method full or lora",
+}
+SUPPORTS = supported(REFUSES)
 
 
 # ---------------------------------------------------------------- the method
@@ -116,119 +103,50 @@ class Bottleneck(nn.Module):
 
 def apply(model, config: AdapterConfig):
     """Freeze the backbone, insert the adapters, keep the task head trainable."""
-    from graftwork.methods import head_modules
+    from graftwork.methods import bottleneck  # torch
 
     model.requires_grad_(False)
-    insert(model, config)
+    bottleneck.insert(model, config)
     for name in head_modules(model):
         getattr(model, name).requires_grad_(True)
     return model
 
 
+lr_scales = one_lr
+schedule = no_schedule
+
+
 def finish(model, out_dir: Path):
     """Write `adapters/NAME/` and return the model without adapters (backbone and head)."""
-    adapters = _adapters(model)
+    from graftwork.methods import bottleneck  # torch
+
+    adapters = bottleneck.adapters_in(model)
     if not adapters:
         raise GraftError("finish: the model holds no adapters; was it built with method adapter?")
     save_adapter(model, Path(out_dir) / ADAPTERS_DIR / adapters[0].config.name)
-    remove(model)
+    bottleneck.remove(model)
     return model
 
 
-# ---------------------------------------------------------------- insertion
-
-
-def sites(model, placement: str) -> list[nn.Module]:
-    """The output modules (with a `dense` projection) that get an adapter, layer by layer."""
-    layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
-    found = []
-    try:
-        for block in layers:
-            pair = [block.attention.output, block.output]
-            found += pair if placement == "houlsby" else pair[1:]
-    except (TypeError, AttributeError):
-        found = []
-    if not found or not all(isinstance(getattr(s, "dense", None), nn.Linear) for s in found):
-        raise GraftError(
-            f"method adapter supports BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM: "
-            f"base_model.encoder.layer[i] with attention.output.dense and output.dense); "
-            f"{type(model).__name__} is laid out differently. Use method lora or full for it"
-        )
-    return found
-
-
-def insert(model, config: AdapterConfig) -> list[Bottleneck]:
-    """Add a zero-initialised adapter at every site of `config.placement`."""
-    targets = sites(model, config.placement)
-    hidden = targets[0].dense.out_features
-    if hidden // config.reduction < 1:
-        raise RecipeError(
-            f"method.reduction {config.reduction} leaves no bottleneck for hidden size {hidden}; "
-            f"use a reduction of at most {hidden}"
-        )
-    if _adapters(model):
-        raise GraftError(f"{type(model).__name__} already holds adapters; insert only once")
-    weight = targets[0].dense.weight
-    added = []
-    for site in targets:
-        adapter = Bottleneck(hidden, config).to(device=weight.device, dtype=weight.dtype)
-        site.add_module(ATTR, adapter)
-        adapter.hook_after(site.dense)
-        added.append(adapter)
-    return added
-
-
-def remove(model) -> None:
-    """Take every adapter (module and hook) out of `model`, leaving the plain model."""
-    for site in list(model.modules()):
-        adapter = getattr(site, ATTR, None)
-        if isinstance(adapter, Bottleneck):
-            adapter.unhook()
-            delattr(site, ATTR)
-
-
-def _adapters(model) -> list[Bottleneck]:
-    return [m for m in model.modules() if isinstance(m, Bottleneck)]
+def task_bytes(bundle: Path, trainable: int) -> int:
+    """Every adapter folder (adapter and head weights, config)."""
+    return files_bytes(Path(bundle) / ADAPTERS_DIR)
 
 
 # ---------------------------------------------------------------- adapter files
-
-
-def adapter_state(model) -> dict[str, torch.Tensor]:
-    """The weights an adapter folder holds: every adapter's and the task head's."""
-    from graftwork.methods import head_modules
-
-    heads = tuple(f"{name}." for name in head_modules(model))
-    return {
-        key: value
-        for key, value in model.state_dict().items()
-        if ATTR in key.split(".") or key.startswith(heads)
-    }
-
-
-def backbone_sha256(model) -> str:
-    """A digest of the frozen backbone's weights (adapters excluded): an adapter only fits
-    the exact backbone it was trained on."""
-    prefix = f"{model.base_model_prefix}."
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        if key.startswith(prefix) and ATTR not in key.split("."):
-            flat = value.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{key}:{tuple(value.shape)}:{value.dtype};".encode())
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def save_adapter(model, folder: Path) -> Path:
     """Write the adapter and head weights (safetensors) and `adapter_config.json`."""
     from safetensors.torch import save_file
 
-    from graftwork.methods import head_modules
+    from graftwork.methods import bottleneck  # torch
 
-    adapters = _adapters(model)
+    adapters = bottleneck.adapters_in(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in adapter_state(model).items()}
+    state = bottleneck.adapter_state(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(tensors, str(folder / WEIGHTS))
     config = model.config
     meta = {
@@ -239,7 +157,7 @@ def save_adapter(model, folder: Path) -> Path:
         "adapters": len(adapters),
         "labels": [config.id2label[i] for i in range(config.num_labels)],
         "head": head_modules(model),
-        "backbone_sha256": backbone_sha256(model),
+        "backbone_sha256": bottleneck.backbone_sha256(model),
     }
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return folder
@@ -268,6 +186,8 @@ def load_adapter(model, folder: Path):
     The model's head must already have as many labels as the adapter's."""
     from safetensors.torch import load_file
 
+    from graftwork.methods import bottleneck  # torch
+
     meta = read_meta(folder)
     if meta["architecture"] != type(model).__name__:
         raise BundleError(
@@ -278,9 +198,9 @@ def load_adapter(model, folder: Path):
         config = AdapterConfig(**meta["config"])
     except ValueError as exc:
         raise BundleError(f"adapter {folder}: invalid config in {CONFIG_FILE}: {exc}") from None
-    insert(model, config)
+    bottleneck.insert(model, config)
     tensors = load_file(str(Path(folder) / WEIGHTS))
-    expected = set(adapter_state(model))
+    expected = set(bottleneck.adapter_state(model))
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
         raise BundleError(
@@ -314,7 +234,7 @@ def trained_adapter(manifest: dict) -> str | None:
     return ((manifest.get("recipe") or {}).get("method") or {}).get("name", "default")
 
 
-def select_adapter(bundle: Path, manifest: dict, name: str | None) -> tuple[dict, str | None]:
+def select(bundle: Path, manifest: dict, name: str | None) -> tuple[dict, str | None]:
     """(manifest as seen with adapter `name` active, the adapter's name or None).
 
     `None` picks the adapter the bundle was trained with. For another adapter the view has its
@@ -330,10 +250,7 @@ def select_adapter(bundle: Path, manifest: dict, name: str | None) -> tuple[dict
     if name is None or name == trained:
         return manifest, trained
     if not available:
-        raise BundleError(
-            f"bundle {bundle} holds no adapters (method {manifest.get('method')}); "
-            f"adapter='{name}' needs a bundle trained with method adapter"
-        )
+        no_choice(bundle, manifest, name)
     if name not in available:
         raise BundleError(
             f"bundle {bundle} has no adapter '{name}'; available: {', '.join(available)}"
@@ -343,11 +260,11 @@ def select_adapter(bundle: Path, manifest: dict, name: str | None) -> tuple[dict
     return view, name
 
 
-def load_model(model_class, bundle: Path, adapter: str | None, **kwargs):
-    """The bundle's PyTorch model, with `adapter` (from `select_adapter`) inserted if given;
+def load(model_class, bundle: Path, adapter: str | None, **kwargs):
+    """The bundle's PyTorch model, with `adapter` (from `select`) inserted if given;
     `kwargs` go to `from_pretrained` (for example attn_implementation)."""
     if adapter is None:
-        return model_class.from_pretrained(str(bundle), use_safetensors=True, **kwargs)
+        return load_plain(model_class, bundle, None, **kwargs)
     folder = Path(bundle) / ADAPTERS_DIR / adapter
     labels = read_meta(folder)["labels"]
     root = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
@@ -371,7 +288,7 @@ def add_adapter(bundle: str | Path, adapter_dir: str | Path, name: str) -> list[
     bundle's own adapter. Returns the names of all adapters the bundle then holds."""
     bundle, adapter_dir = Path(bundle), Path(adapter_dir)
     manifest = read_manifest(bundle, verify=True)
-    _, trained = select_adapter(bundle, manifest, None)
+    _, trained = select(bundle, manifest, None)
     if trained is None:
         raise BundleError(
             f"bundle {bundle} was trained with method {manifest.get('method')}, whose backbone "

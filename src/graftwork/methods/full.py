@@ -21,8 +21,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graftwork.backbones.layout import depth_of_parameters
 from graftwork.errors import RecipeError
+from graftwork.methods.base import (
+    files_bytes,
+    load_plain,
+    no_choice,
+    plain_finish,
+    supported,
+)
 
 
 class FullConfig(BaseModel):
@@ -51,9 +57,14 @@ class FullConfig(BaseModel):
 
 
 Config = FullConfig  # the registry reads each method's and objective's config here
+DEFAULT_LR = 1e-4
+REFUSES: dict[str, str] = {}
+SUPPORTS = supported(REFUSES)
 
 
 def _depths(model, config: FullConfig) -> dict[str, int]:
+    from graftwork.backbones.layout import depth_of_parameters  # torch
+
     depths = depth_of_parameters(model)
     layers = max(depths.values()) - 1
     if config.freeze_layers > layers:
@@ -121,6 +132,11 @@ def schedule(model, config: FullConfig):
     return on_step
 
 
-def finish(model, out_dir: Path):
-    model.requires_grad_(True)
-    return model
+finish = plain_finish
+select = no_choice
+load = load_plain
+
+
+def task_bytes(bundle: Path, trainable: int) -> int:
+    """Everything: a second task on the backbone is a second whole model."""
+    return files_bytes(Path(bundle) / "model.safetensors")

@@ -3,7 +3,8 @@
 The backbone is frozen; low-rank updates go into the `target` modules and the task head is
 trained in full (`modules_to_save`). `finish` saves the adapter in PEFT format under
 `adapter/` (loadable with `peft.PeftModel.from_pretrained`) and returns the merged model, so
-the bundle itself is a plain transformers model.
+the bundle itself is a plain transformers model. The other peft methods (`dora`, `ia3`) reuse
+`wrap`, `finish` and the bundle functions here with their own peft config.
 """
 
 from __future__ import annotations
@@ -12,6 +13,17 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from graftwork.methods import head_modules
+from graftwork.methods.base import (
+    FROZEN_ENCODER,
+    files_bytes,
+    load_plain,
+    no_choice,
+    no_schedule,
+    one_lr,
+    supported,
+)
 
 ADAPTER_DIR = "adapter"
 
@@ -29,23 +41,51 @@ class LoraConfig(BaseModel):
 
 
 Config = LoraConfig  # the registry reads each method's and objective's config here
+DEFAULT_LR = 1e-3
+REFUSES = dict(FROZEN_ENCODER)
+SUPPORTS = supported(REFUSES)
 
 
-def apply(model, config: LoraConfig):
+def peft_config(model, config: LoraConfig, **extra):
+    """The peft LoraConfig of `config` for `model` (its head trains in full); `extra` adds
+    peft options (DoRA's use_dora)."""
     import peft
 
-    from graftwork.methods import head_modules
-
-    peft_config = peft.LoraConfig(
+    return peft.LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=list(config.target),
         modules_to_save=head_modules(model),
+        **extra,
     )
-    return peft.get_peft_model(model, peft_config)
+
+
+def wrap(model, config):
+    """`model` as a peft model of the peft `config` (backbone frozen, its updates trainable)."""
+    import peft
+
+    return peft.get_peft_model(model, config)
+
+
+def apply(model, config: LoraConfig):
+    return wrap(model, peft_config(model, config))
+
+
+lr_scales = one_lr
+schedule = no_schedule
 
 
 def finish(model, out_dir: Path):
+    """Save the peft adapter under `adapter/`; return the model with the updates merged in."""
     model.save_pretrained(str(out_dir / ADAPTER_DIR), safe_serialization=True)
     return model.merge_and_unload()
+
+
+select = no_choice
+load = load_plain  # the bundle's weights are the merged model
+
+
+def task_bytes(bundle: Path, trainable: int) -> int:
+    """The peft adapter folder (the updates and the head)."""
+    return files_bytes(Path(bundle) / ADAPTER_DIR)

@@ -54,15 +54,12 @@ import math
 from collections import deque
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from graftwork import registry
-from graftwork.data.batching import collate
 from graftwork.data.encode import IGNORE
 from graftwork.errors import DataError, GraftError
+from graftwork.objectives.base import Hooks
 
 log = logging.getLogger("graftwork")
 
@@ -107,23 +104,7 @@ class DannConfig(BaseModel):
 Config = DannConfig  # the registry reads each method's and objective's config here
 
 
-# ---------------------------------------------------------------- gradient reversal
-
-
-class _Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, coefficient: float) -> torch.Tensor:
-        ctx.coefficient = coefficient
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return -ctx.coefficient * grad, None
-
-
-def reverse_gradient(x: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """Identity forward; the backward pass multiplies the incoming gradient by −coefficient."""
-    return _Reverse.apply(x, coefficient)
+# ---------------------------------------------------------------- λ schedule
 
 
 def schedule(progress: float, gamma: float = 10.0) -> float:
@@ -131,36 +112,13 @@ def schedule(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
 
-class DomainHead(nn.Module):
-    """pooled [B, H] → reversed gradient → Linear → ReLU → Dropout → Linear → domain logit [B]."""
-
-    def __init__(self, hidden_size: int, config: DannConfig):
-        super().__init__()
-        self.coefficient = 0.0  # λ_p, set before every batch
-        self.classifier = nn.Sequential(
-            nn.Linear(hidden_size, config.hidden),
-            nn.ReLU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, 1),
-        )
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.classifier(reverse_gradient(pooled, self.coefficient)).squeeze(-1)
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of hidden [B, L, H] over the positions where attention_mask [B, L] is 1 → [B, H]."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
 # ---------------------------------------------------------------- target text
 
 
 def read_target(recipe, config: DannConfig, tokenizer) -> list[dict]:
     """Encoded features of the (sampled) unlabelled target texts."""
-    from graftwork.data.readers import read_examples
-    from graftwork.data.sampling import subsample
+    from graftwork.data.readers import read_examples  # here: it imports the recipe schema
+    from graftwork.data.sampling import subsample  # torch
 
     task = registry.task(recipe.task.type)
     path = recipe.resolve_path(config.target)
@@ -186,38 +144,19 @@ def read_target(recipe, config: DannConfig, tokenizer) -> list[dict]:
 
 def target_rows(n_target: int, batch_size: int, seed: int, step: int, micro: int) -> list[int]:
     """`batch_size` draws from range(n_target): a pure function of (seed, step, micro-batch)."""
+    import torch
+
     generator = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + micro)
     return torch.randint(n_target, (batch_size,), generator=generator).tolist()
-
-
-def _process() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _pad(batch: dict[str, torch.Tensor], width: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad every [B, L] tensor of a collated batch to [B, width]."""
-    fill = {"input_ids": pad_id, "labels": IGNORE}
-    out = {}
-    for key, value in batch.items():
-        extra = width - value.shape[1] if value.dim() == 2 else 0
-        out[key] = F.pad(value, (0, extra), value=fill.get(key, 0)) if extra > 0 else value
-    return out
-
-
-def _join(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], pad_id: int):
-    """Source rows then target rows, padded to one width; labels stay source-only."""
-    width = max(source["input_ids"].shape[1], target["input_ids"].shape[1])
-    source, target = _pad(source, width, pad_id), _pad(target, width, pad_id)
-    return {k: torch.cat([source[k], target[k]]) for k in source if k != "labels"}
 
 
 # ---------------------------------------------------------------- the objective
 
 
-def attach(model, config: DannConfig) -> DomainHead:
+def attach(model, config: DannConfig):
     """Register a fresh domain classifier as `model.domain_head` (trained by the loop)."""
+    from graftwork.objectives.layers import DomainHead  # torch
+
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     if not isinstance(hidden, int):
         raise GraftError(
@@ -234,6 +173,8 @@ def attach(model, config: DannConfig) -> DomainHead:
 
 def strip(model) -> None:
     """Take the domain classifier out, leaving the plain task model."""
+    from graftwork.objectives.layers import DomainHead  # torch
+
     if isinstance(getattr(model, ATTR, None), DomainHead):
         delattr(model, ATTR)
 
@@ -241,7 +182,7 @@ def strip(model) -> None:
 class Dann:
     """The loop's hooks for one run: `on_step` sets λ_p, `loss` adds the domain loss."""
 
-    def __init__(self, config: DannConfig, head: DomainHead, target, batch_size, seed, pad_id):
+    def __init__(self, config: DannConfig, head, target, batch_size, seed, pad_id):
         self.config, self.head, self.target = config, head, target
         self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
         self.by_length = sorted(range(len(target)), key=lambda i: len(target[i]["input_ids"]))
@@ -255,10 +196,13 @@ class Dann:
         self.head.coefficient = self.config.weight * schedule(step / steps, self.config.gamma)
         self.info["lambda_last"] = self.head.coefficient
 
-    def loss(self, model, batch: dict) -> torch.Tensor:
+    def loss(self, model, batch: dict):
+        from graftwork.data.batching import collate  # torch
+        from graftwork.objectives import layers  # torch
+
         labels = batch.pop("labels")
         n = labels.shape[0]
-        rank, world = _process()
+        rank, world = layers.process()
         # target texts no longer than the source batch's widest (at least batch_size of them)
         fits = bisect.bisect_right(self.lengths, batch["input_ids"].shape[1])
         pool = max(fits, min(len(self.lengths), self.batch_size))
@@ -267,16 +211,15 @@ class Dann:
         target = collate([self.target[i] for i in mine], self.pad_id)
         device = batch["input_ids"].device
         target = {k: v.to(device) for k, v in target.items()}
-        joint = _join({**batch, "labels": labels}, target, self.pad_id)  # [n + m, W]
+        joint = layers.join({**batch, "labels": labels}, target, self.pad_id)  # [n + m, W]
         out = model(**joint, output_hidden_states=True)
         width = joint["input_ids"].shape[1]
-        task = _task_loss(out.logits[:n], _pad({"labels": labels}, width, 0)["labels"])
-        pooled = mean_pool(out.hidden_states[-1], joint["attention_mask"])  # [n + m, H]
+        padded = layers.pad_batch({"labels": labels}, width, 0)["labels"]
+        task = layers.task_loss(out.logits[:n], padded)
+        pooled = layers.mean_pool(out.hidden_states[-1], joint["attention_mask"])  # [n + m, H]
         logit = self.head(pooled).float()  # [n + m]
-        domain = torch.cat([torch.zeros(n), torch.ones(len(mine))]).to(logit.device)
-        domain_loss = F.binary_cross_entropy_with_logits(logit, domain)
-        hit = ((logit.detach() > 0).float() == domain).float().mean()
-        self._record(float(hit), float(domain_loss.detach()))
+        domain_loss, hit = layers.domain_loss(logit, n, len(mine))
+        self._record(hit, float(domain_loss.detach()))
         count = int((labels != IGNORE).sum()) if labels.dim() > 1 else n
         return task + domain_loss * count
 
@@ -288,20 +231,8 @@ class Dann:
         self.info["domain_loss_recent"] = sum(lo for _, lo in self.recent) / len(self.recent)
 
 
-def _task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over labelled items (as `train.loop.summed_loss`)."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-
-
 def prepare(recipe, model, splits):
     """Read the target text, attach the domain classifier; the loop's hooks for this run."""
-    from graftwork.objectives import Hooks
-
     config: DannConfig = recipe.objective
     if config.weight == 0:  # no adversary: nothing is read or attached, the plain task loss
         log.info("dann: weight 0, training without the adversary")

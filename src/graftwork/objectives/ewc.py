@@ -40,12 +40,13 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from graftwork.data.batching import collate
+from graftwork.bundle import read_manifest
 from graftwork.data.encode import IGNORE
 from graftwork.errors import BundleError, GraftError, RecipeError
+from graftwork.methods.base import refuse
+from graftwork.objectives.base import Hooks
 
 log = logging.getLogger("graftwork")
 
@@ -76,7 +77,7 @@ Config = EwcConfig  # the registry reads each method's and objective's config he
 # ---------------------------------------------------------------- the penalty
 
 
-def penalty(terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], strength: float):
+def penalty(terms: list[tuple], strength: float):
     """λ/2 · Σ F (θ − θ*)² over (parameter θ, anchor θ*, Fisher F) triples."""
     total = sum((fisher * (param - anchor).pow(2)).sum() for param, anchor, fisher in terms)
     return 0.5 * strength * total
@@ -84,7 +85,10 @@ def penalty(terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], streng
 
 def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> dict:
     """Mean over examples of the squared gradient of −log p(gold | x), per named parameter."""
-    from graftwork.train.loop import summed_loss  # here: train.loop imports the recipe
+    import torch
+
+    from graftwork.data.batching import collate  # torch
+    from graftwork.train.loop import summed_loss  # torch
 
     params = dict(model.named_parameters())
     chosen = [params[n] for n in names]
@@ -107,8 +111,6 @@ def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> d
 
 def previous_bundle(recipe, config: EwcConfig) -> tuple[Path, dict]:
     """Task A's bundle folder and manifest, checked to be one task B can continue from."""
-    from graftwork.bundle import read_manifest
-
     path = recipe.resolve_path(config.previous)
     if not path.is_dir():
         raise GraftError(
@@ -116,11 +118,7 @@ def previous_bundle(recipe, config: EwcConfig) -> tuple[Path, dict]:
             "A.yaml) and give the bundle it wrote (runs/NAME/bundle)"
         )
     manifest = read_manifest(path)
-    if manifest.get("method") == "adapter":
-        raise RecipeError(
-            f"objective.previous: {path} was trained with adapters, which stay outside its "
-            "encoder weights; EWC continues from a bundle trained with method full or lora"
-        )
+    refuse(manifest.get("method"), "ewc_previous", path, RecipeError)
     same = manifest.get("backbone") == recipe.backbone.name
     if not same and Path(recipe.backbone.name).resolve() != path.resolve():
         raise RecipeError(
@@ -131,7 +129,7 @@ def previous_bundle(recipe, config: EwcConfig) -> tuple[Path, dict]:
     return path, manifest
 
 
-def shared_parameters(model, previous_model, where: Path) -> list[tuple[str, torch.nn.Parameter]]:
+def shared_parameters(model, previous_model, where: Path) -> list[tuple]:
     """(name, parameter of `model`) for every encoder parameter both models hold, same shape."""
     prefix = f"{model.base_model_prefix}."
     theirs = dict(previous_model.named_parameters())
@@ -156,9 +154,9 @@ def shared_parameters(model, previous_model, where: Path) -> list[tuple[str, tor
 
 def training_sample(predictor, n: int, seed: int):
     """Up to `n` of task A's own training examples (seeded), encoded with A's label map."""
-    from graftwork.config.recipe import load_recipe
-    from graftwork.data.readers import read_examples
-    from graftwork.data.sampling import subsample
+    from graftwork.config.recipe import load_recipe  # here: the recipe imports this module
+    from graftwork.data.readers import read_examples  # here: it imports the recipe
+    from graftwork.data.sampling import subsample  # torch
 
     recipe_a = load_recipe(predictor.manifest["recipe"])
     path = recipe_a.data_path("train")
@@ -179,12 +177,13 @@ def training_sample(predictor, n: int, seed: int):
 
 def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
     """Task A's metrics with its own model (before) and with task B's encoder (after)."""
+    import torch
     from safetensors.torch import load_file
 
-    from graftwork.config.recipe import load_recipe
-    from graftwork.data.readers import read_examples
-    from graftwork.inference.forward import evaluate_sets, torch_forward
-    from graftwork.inference.predictor import Predictor
+    from graftwork.config.recipe import load_recipe  # here: the recipe imports this module
+    from graftwork.data.readers import read_examples  # here: it imports the recipe
+    from graftwork.inference.forward import evaluate_sets, torch_forward  # torch
+    from graftwork.inference.predictor import Predictor  # torch
 
     a = Predictor(previous, backend="torch")
     recipe_a = load_recipe(a.manifest["recipe"])
@@ -201,7 +200,7 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
 
     model = a.model
     before = scores(model)
-    weights: dict[str, torch.Tensor] = {}
+    weights: dict = {}
     for file in sorted(Path(bundle).glob("model*.safetensors")):
         weights.update(load_file(str(file)))
     prefix = f"{model.base_model_prefix}."
@@ -238,15 +237,13 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
 
 def prepare(recipe, model, splits):
     """Start `model`'s encoder from task A's, compute A's Fisher; the loop's hooks."""
-    from graftwork.inference.predictor import Predictor
-    from graftwork.objectives import Hooks
+    import torch
+
+    from graftwork.inference.predictor import Predictor  # torch
+    from graftwork.train.loop import summed_loss  # torch
 
     config: EwcConfig = recipe.objective
-    if recipe.method.type != "full":
-        raise RecipeError(
-            f"objective ewc penalises changes to the encoder's own weights, which method "
-            f"{recipe.method.type} keeps frozen; use method: full"
-        )
+    refuse(recipe.method.type, "ewc", recipe.name, RecipeError)
     path, manifest = previous_bundle(recipe, config)
     task_a = Predictor(path, backend="torch")
     previous_model = task_a.model
@@ -263,7 +260,7 @@ def prepare(recipe, model, splits):
         "lambda": config.strength,
         "penalised_parameters": sum(p.numel() for _, p in shared),
     }
-    terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    terms: list[tuple] = []  # (parameter θ, anchor θ*, Fisher F) tensors
     if config.strength > 0:
         features, labels = training_sample(task_a, config.fisher_examples, recipe.train.seed)
         names = [name for name, _ in shared]
@@ -285,9 +282,8 @@ def prepare(recipe, model, splits):
             config.strength,
         )
     del task_a, previous_model
-    from graftwork.train.loop import summed_loss  # here: train.loop imports the recipe
 
-    def loss_fn(train_model, batch: dict) -> torch.Tensor:
+    def loss_fn(train_model, batch: dict):
         labels = batch["labels"]
         count = int((labels != IGNORE).sum()) if labels.dim() > 1 else labels.shape[0]
         loss = summed_loss(train_model, batch)

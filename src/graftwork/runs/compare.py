@@ -8,7 +8,7 @@ loaded model and data), GPU peak memory when on a GPU, the bundle's size and the
 is specific to the task (what a second task on the same backbone adds).
 
 Learning rates: adapters, LoRA and the frozen head need larger ones than full fine-tuning; each
-method gets `DEFAULT_LR[method]` unless the recipe's method is that method already (its own lr
+method gets its module's `DEFAULT_LR` unless the recipe's method is that method already (its own lr
 is kept) or `--lr METHOD=VALUE` says otherwise. `--budget-minutes` gives every method the same
 training time (`train.max_minutes`; the LR schedule is planned for the full run, so a method cut
 short has not decayed its LR to zero).
@@ -27,14 +27,14 @@ import sys
 from pathlib import Path
 
 from graftwork.bundle import atomic
-from graftwork.errors import GraftError
-from graftwork.registry import METHODS
+from graftwork import registry
 from graftwork.config.recipe import load_recipe
+from graftwork.errors import GraftError
+from graftwork.methods.base import files_bytes
+from graftwork.registry import METHODS
 
 log = logging.getLogger("graftwork")
 
-# adapter: 3e-3 beat 1e-3 and 1e-2 on SST-2 (BENCHMARKS.md, "Adaptation methods")
-DEFAULT_LR = {"full": 1e-4, "lora": 1e-3, "adapter": 3e-3, "frozen": 5e-3}
 HEADLINE = {"classification": "accuracy", "ner": "f1"}
 
 
@@ -52,21 +52,13 @@ def parse_lrs(items: list[str]) -> dict[str, float]:
 
 
 def folder_mb(path: Path) -> float:
-    if not path.exists():
-        return 0.0
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 2**20
+    return files_bytes(path) / 2**20
 
 
 def task_specific_mb(bundle: Path, method: str, metrics: dict) -> float:
-    """What this task adds beside a shared backbone: the adapter, the head, or everything."""
-    if method == "lora":
-        return folder_mb(bundle / "adapter")
-    if method == "adapter":
-        return folder_mb(bundle / "adapters")
-    if method == "frozen":
-        return metrics["parameters"]["trainable"] * 4 / 2**20  # the head, in fp32
-    return folder_mb(bundle / "model.safetensors")
+    """What this task adds beside a shared backbone (the method's `task_bytes`)."""
+    trainable = metrics["parameters"]["trainable"]
+    return registry.method(method).task_bytes(bundle, trainable) / 2**20
 
 
 def row(method: str, run_dir: Path, task: str) -> dict:
@@ -114,7 +106,7 @@ def compare(
             extra.append(f"method={method}")
         lr = (lrs or {}).get(method)
         if lr is None and recipe.method.type != method:
-            lr = DEFAULT_LR[method]
+            lr = registry.method(method).DEFAULT_LR
         if lr is not None:
             extra.append(f"train.lr={lr}")
         if budget_minutes:

@@ -26,6 +26,7 @@ from graftwork.inference.forward import evaluate_sets, torch_forward
 from graftwork.machine import PeakMemory, describe
 from graftwork import registry
 from graftwork.methods import count_parameters
+from graftwork.methods.base import Finisher
 from graftwork.objectives import prepare as prepare_objective
 from graftwork.config.recipe import Recipe, load_recipe
 from graftwork.train import checkpoint
@@ -163,7 +164,7 @@ def train_and_save(
     accelerator,
     splits: Splits,
     model,
-    method,
+    finisher: Finisher,
     resume: bool = False,
     loss_fn=None,
     manifest_extra: dict | None = None,
@@ -233,7 +234,7 @@ def train_and_save(
         }
 
         def write(tmp: Path) -> None:
-            final = method.finish(model, tmp)
+            final = finisher.finish(model, tmp)
             final.save_pretrained(str(tmp), safe_serialization=True)
             splits.tokenizer.save_pretrained(str(tmp))
 
@@ -303,7 +304,7 @@ def train(
         accelerator,
         splits,
         model,
-        objective.method(method),
+        objective.finisher(method),
         resume=resume,
         loss_fn=objective.loss_fn,
         on_step=objective.steps(on_step),
@@ -317,11 +318,9 @@ def train(
 
 
 def method_schedules(method, model, recipe: Recipe, accelerator):
-    """The method's learning-rate multipliers and step schedule, when it has them."""
-    scales = getattr(method, "lr_scales", None)
-    schedule = getattr(method, "schedule", None)
-    lr_scales = scales(model, recipe.method) if scales else None
-    on_step = schedule(model, recipe.method) if schedule else None
+    """The method's learning-rate multipliers and step schedule (None: it has none)."""
+    lr_scales = method.lr_scales(model, recipe.method)
+    on_step = method.schedule(model, recipe.method)
     if on_step is not None and accelerator.num_processes > 1:
         raise GraftError(
             f"recipe {recipe.name}: gradual unfreezing changes which parameters train during the "

@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from graftwork.errors import BundleError, GraftError, RecipeError
-from graftwork.methods import count_parameters
+from graftwork.bundle import write_manifest
 from graftwork.config.recipe import MultiTaskConfig
+from graftwork.errors import GraftError, RecipeError
+from graftwork.methods import count_parameters
+from graftwork.methods.base import Finisher, refuse
 
 log = logging.getLogger("graftwork")
 
@@ -46,11 +49,7 @@ def task_recipes(recipe) -> dict:
             f"recipe {recipe.name}: with a multitask section, give each task's files under "
             "multitask.tasks.NAME.data and leave the top-level data section empty"
         )
-    if recipe.method.type != "full":
-        raise RecipeError(
-            f"recipe {recipe.name}: multitask training supports method full (got "
-            f"{recipe.method.type}); for LoRA or adapters, train one bundle per task"
-        )
+    refuse(recipe.method.type, "multitask", recipe.name, RecipeError)
     return {
         name: recipe.model_copy(update={"task": entry.task, "data": entry.data, "multitask": None})
         for name, entry in recipe.multitask.tasks.items()
@@ -118,7 +117,13 @@ class MultiTaskModel(nn.Module):
 def train(recipe, accelerator, resume: bool = False):
     """Train every task of `recipe.multitask` on one encoder; write the bundle (see module)."""
     from graftwork.backbones import load as backbones
-    from graftwork.runs.finetune import Splits, evaluate_splits, model_manifest, read_splits, train_and_save
+    from graftwork.runs.finetune import (
+        Splits,
+        evaluate_splits,
+        model_manifest,
+        read_splits,
+        train_and_save,
+    )
     from graftwork.train.loop import summed_loss
 
     if accelerator.num_processes > 1:
@@ -169,7 +174,7 @@ def train(recipe, accelerator, resume: bool = False):
         accelerator,
         combined,
         model,
-        Finish(names, splits, subs),
+        Finisher(partial(write_tasks, names, splits, subs)),
         resume=resume,
         loss_fn=loss_fn,
         batch_plan=plan,
@@ -189,22 +194,15 @@ def train(recipe, accelerator, resume: bool = False):
     )
 
 
-class Finish:
+def write_tasks(names, splits, subs, container, out_dir: Path):
     """The bundle writer for `train_and_save`: other tasks under tasks/, the first at the root."""
+    from graftwork.runs.finetune import model_manifest
 
-    def __init__(self, names, splits, subs):
-        self.names, self.splits, self.subs = names, splits, subs
-
-    def finish(self, container, out_dir: Path):
-        from graftwork.bundle import write_manifest
-        from graftwork.runs.finetune import model_manifest
-
-        for name in self.names[1:]:
-            folder = Path(out_dir) / TASKS_DIR / name
-            container.heads[name].save_pretrained(str(folder), safe_serialization=True)
-            self.splits[name].tokenizer.save_pretrained(str(folder))
-            sub = self.subs[name]
-            labels = self.splits[name].labels
-            manifest = model_manifest(sub, labels, name=f"{sub.name}-{name}")
-            write_manifest(folder, {**manifest, "multitask_of": "../.."})
-        return container.heads[self.names[0]]
+    for name in names[1:]:
+        folder = Path(out_dir) / TASKS_DIR / name
+        container.heads[name].save_pretrained(str(folder), safe_serialization=True)
+        splits[name].tokenizer.save_pretrained(str(folder))
+        sub = subs[name]
+        manifest = model_manifest(sub, splits[name].labels, name=f"{sub.name}-{name}")
+        write_manifest(folder, {**manifest, "multitask_of": "../.."})
+    return container.heads[names[0]]
