@@ -15,6 +15,18 @@ from graftwork.methods import count_parameters, full
 from graftwork.runs.finetune import train
 from graftwork.train.loop import param_groups
 
+# the peft methods, and for each a weight of layer 0 that its merged update changes
+PEFT_METHODS = ["lora", "dora", "ia3"]
+MERGED = {
+    "lora": "attention.self.query",
+    "dora": "attention.self.query",
+    "ia3": "attention.self.key",
+}
+# what each trains besides the head (peft's parameter names)
+OWN = {"lora": ("lora_A", "lora_B"), "dora": ("lora_A", "lora_B", "lora_magnitude_vector")}
+OWN["ia3"] = ("ia3_l",)
+TEXTS = ["a gripping , funny film", "dull and far too long", "meh"]
+
 
 def classifier(folder):
     from transformers import AutoModelForSequenceClassification
@@ -130,19 +142,67 @@ def test_unknown_layout_is_a_clear_error():
         depth_of_parameters(torch.nn.Sequential(torch.nn.Linear(2, 2)))
 
 
-def test_gradient_checkpointing_trains_the_same_model(tiny_bert_nodrop, sst2_small, tmp_path):
-    plain = train(tiny_recipe(tiny_bert_nodrop, sst2_small, tmp_path / "a", method="lora"))
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_gradient_checkpointing_trains_the_same_model(
+    tiny_bert_nodrop, sst2_small, tmp_path, method
+):
+    plain = train(tiny_recipe(tiny_bert_nodrop, sst2_small, tmp_path / "a", method=method))
     recomputed = train(
         tiny_recipe(
             tiny_bert_nodrop,
             sst2_small,
             tmp_path / "b",
-            method="lora",
+            method=method,
             train={"gradient_checkpointing": True},
         )
     )
     a, b = encoder_weights(plain.bundle), encoder_weights(recomputed.bundle)
-    assert changed(encoder_weights(tiny_bert_nodrop), a, "encoder.layer.0.attention.self.query")
+    assert changed(encoder_weights(tiny_bert_nodrop), a, f"encoder.layer.0.{MERGED[method]}")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     assert plain.metrics["eval"]["accuracy"] == recomputed.metrics["eval"]["accuracy"]
+
+
+def probe_logits(model, folder) -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model.eval()
+    with torch.inference_mode():
+        return model(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_peft_methods_save_a_peft_adapter_and_bundle_the_merged_model(tiny_bert, tmp_path, method):
+    from peft import PeftModel
+
+    module = registry.method(method)
+    base = probe_logits(classifier(tiny_bert), tiny_bert)
+    model = module.apply(classifier(tiny_bert), load_recipe({"method": method}).method)
+    fresh = probe_logits(model, tiny_bert)
+    torch.testing.assert_close(fresh, base, rtol=1e-5, atol=1e-6)  # IA3, LoRA: exactly
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    own = [n for n in trainable if any(part in n for part in OWN[method])]
+    assert own and all(n in own or ".classifier." in f".{n}" for n in trainable), trainable
+    with torch.no_grad():  # as if trained: move every trainable parameter
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    adapted = probe_logits(model, tiny_bert)
+    assert not torch.allclose(adapted, base, atol=1e-3)
+
+    merged = module.finish(model, tmp_path)
+    assert type(merged).__name__ == "BertForSequenceClassification"  # plain transformers
+    torch.testing.assert_close(probe_logits(merged, tiny_bert), adapted, rtol=1e-5, atol=1e-5)
+    adapter = tmp_path / "adapter"
+    assert module.task_bytes(tmp_path, 0) == sum(
+        p.stat().st_size for p in adapter.iterdir() if p.is_file()
+    )
+    peft_model = PeftModel.from_pretrained(classifier(tiny_bert), str(adapter))
+    torch.testing.assert_close(probe_logits(peft_model, tiny_bert), adapted, rtol=1e-5, atol=1e-5)
+
+
+def test_ia3_feedforward_modules_must_be_targets():
+    assert load_recipe({"method": "ia3"}).method.target == ["key", "value", "output.dense"]
+    with pytest.raises(RecipeError, match="not in target"):
+        load_recipe({"method": {"type": "ia3", "target": ["key"], "feedforward": ["output.dense"]}})

@@ -30,6 +30,8 @@ METHODS = {
     "frozen": "graftwork.methods.frozen",
     "lora": "graftwork.methods.lora",
     "adapter": "graftwork.methods.adapter",
+    "dora": "graftwork.methods.dora",
+    "ia3": "graftwork.methods.ia3",
 }
 
 OBJECTIVES = {
