@@ -1,0 +1,1 @@
+"""Whole runs: fine-tuning, multi-task, continued pretraining, compression chains, compare."""
