@@ -1,11 +1,14 @@
 """The server's settings: one validated object, each field a `graft serve` flag and a variable.
 
-A field `max_batch_size` is the flag `--max-batch-size` and the environment variable
+Each setting is declared once, as a field here: `graft serve` builds its options from these
+fields (name, default, description), and pydantic-settings reads the environment. A field
+`max_batch_size` is the flag `--max-batch-size` and the environment variable
 `GRAFT_MAX_BATCH_SIZE`, as in TEI; the flag wins over the variable, and the variable over the
 default. The API token itself is read only from `GRAFT_API_TOKEN` or a token file, never
 from the command line, where other users could see it in the process list.
 
-Left out: TLS and several worker processes (put a reverse proxy in front for those).
+Left out: TLS and several worker processes (put a reverse proxy in front for those), and
+`.env` files (the environment and the flags are the two sources).
 """
 
 from __future__ import annotations
@@ -14,13 +17,21 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graftwork import registry
 from graftwork.errors import GraftError
 
+ENV_PREFIX = "GRAFT_"
+# what a --backend flag accepts: auto, every registered backend, and their aliases
+BACKEND_NAMES = ("auto", *registry.BACKENDS, *registry.BACKEND_ALIASES)
+BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
+BACKEND_HELP = f"auto (fastest in the bundle) | {' | '.join(BACKEND_NAMES[1:])}."
 
-class ServeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+class ServeConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
     port: int = Field(8080, ge=0, le=65535, description="Port (0: any free port).")
@@ -42,7 +53,7 @@ class ServeConfig(BaseModel):
     )
     max_inputs: int = Field(64, ge=1, description="Texts per request at most.")
     max_input_chars: int = Field(100_000, ge=1, description="Characters per text at most.")
-    max_body_bytes: int = Field(8 << 20, ge=1, description="Request body size at most.")
+    max_body_bytes: int = Field(8 << 20, ge=1, description="Request body size in bytes at most.")
     request_timeout: float = Field(
         60.0, gt=0, description="Seconds a predict request may take before it gets 504."
     )
@@ -55,15 +66,15 @@ class ServeConfig(BaseModel):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for the model (default: all cores but one)."
     )
-    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
-        "auto", description="auto: the fastest artifact in the bundle (see `graft export`)."
+    backend: BackendName = Field("auto", description=BACKEND_HELP)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug|info|warning|error."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log every request (uvicorn's access log).")
 
     def api_token(self) -> str | None:
         """The token every endpoint but /health requires, or None for no auth."""
-        env = os.environ.get("GRAFT_API_TOKEN") or None
+        env = os.environ.get(env_var("api_token")) or None
         if self.token_file is None:
             return env
         if env is not None:
@@ -81,11 +92,12 @@ def flag(name: str) -> str:
 
 
 def env_var(name: str) -> str:
-    return "GRAFT_" + name.upper()
+    return ENV_PREFIX + name.upper()
 
 
 def make_config(**values) -> ServeConfig:
-    """A `ServeConfig`, with errors that name the flag and variable to fix."""
+    """A `ServeConfig` from `values`, then `GRAFT_…` variables, then defaults; errors name
+    the flag and variable to fix."""
     try:
         return ServeConfig(**values)
     except ValidationError as exc:

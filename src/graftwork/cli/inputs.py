@@ -1,0 +1,49 @@
+"""What verbs take in: the options several verbs share, and the texts of `--input`.
+
+Each shared option is declared once here and named by the verbs that take it. The backend
+names come from the registry (through the server's settings, which accept the same names).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from graftwork.errors import GraftError
+from graftwork.serve.config import BACKEND_HELP
+
+OVERRIDES = typer.Argument(None, help="Recipe overrides as KEY=VALUE, e.g. train.epochs=2.")
+RESUME = typer.Option(False, "--resume", help="Continue from the run's last checkpoint.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Discard an unfinished run's checkpoint.")
+NPROC = typer.Option(1, "--nproc", min=1, help="Data-parallel processes (CPU: gloo; GPU: NCCL).")
+BACKEND = typer.Option("auto", "--backend", help=BACKEND_HELP)
+THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for inference.")
+ADAPTER = typer.Option(
+    None, "--adapter", help="Adapter bundles: which adapter to use (default: the trained one)."
+)
+TASK = typer.Option(None, "--task", help="Multi-task bundles: which task (default: the first).")
+
+
+def read_texts(path: Path) -> list[str]:
+    """The texts of an --input file: one a line, or JSON lines with a 'text' string."""
+    if not path.is_file():
+        raise GraftError(f"--input {path} does not exist")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix in (".jsonl", ".json"):
+            try:
+                text = json.loads(line).get("text")
+            except (json.JSONDecodeError, AttributeError):
+                text = None
+            if not isinstance(text, str):
+                raise GraftError(
+                    f"{path}, line {number}: expected a JSON object with a 'text' string"
+                )
+            items.append(text)
+        else:
+            items.append(line)
+    return items

@@ -1,0 +1,70 @@
+"""`graft eval`, `graft predict`, `graft info`: using a trained bundle.
+
+Evaluation and prediction go through the predictor (`graftwork.inference.predictor`), the
+same code the Python API and the server call; the eval table shows the task's own metrics
+(its `SHOWN`). Left out: streaming over files too large to hold in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from graftwork.bundle import read_manifest
+from graftwork.cli import render
+from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, read_texts
+from graftwork.errors import GraftError
+from graftwork.inference.predictor import load
+
+
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A bundle folder (runs/NAME/bundle)."),
+    data: list[Path] = typer.Option(..., "--data", help="Labelled file(s); repeat for several."),
+    batch_size: int = typer.Option(64, min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    backend: str = BACKEND,
+    threads: int = THREADS,
+    adapter: str = ADAPTER,
+    task: str = TASK,
+):
+    """Evaluate a bundle on labelled files (one row per file, e.g. one per language).
+
+    Cross-lingual zero-shot: train on one language, then
+    `graft eval BUNDLE --data wikiann/en/test --data wikiann/de/test`."""
+    predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
+    results = {str(path): predictor.evaluate(path, batch_size=batch_size) for path in data}
+    if as_json:
+        render.as_json(results)
+        return
+    keys = [k for k in predictor.task.SHOWN if k in next(iter(results.values()))]
+    render.evaluations(f"{bundle}", results, keys)
+
+
+def predict(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    texts: list[str] = typer.Argument(None, help="Texts to label."),
+    input: Path = typer.Option(
+        None, "--input", help="File: one text a line, or JSON lines with 'text'."
+    ),
+    top_k: int = typer.Option(1, min=1, help="Classification: also list the k best labels."),
+    batch_size: int = typer.Option(64, min=1),
+    backend: str = BACKEND,
+    threads: int = THREADS,
+    adapter: str = ADAPTER,
+    task: str = TASK,
+):
+    """Predict labels (or entities) for texts; one JSON line per input on stdout."""
+    items = list(texts or [])
+    if input is not None:
+        items += read_texts(input)
+    if not items:
+        raise GraftError("nothing to predict: give texts as arguments or --input FILE")
+    predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
+    answers = predictor.predict(items, top_k=top_k, batch_size=batch_size)
+    render.json_lines({"text": text, **answer} for text, answer in zip(items, answers, strict=True))
+
+
+def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
+    """Show what a bundle holds: task, labels, method, metrics, files."""
+    render.manifest(read_manifest(bundle))

@@ -1,0 +1,155 @@
+"""Everything `graft` prints: one table writer, and each verb's output built on it.
+
+Verbs compute; this module turns what they computed into rich tables and lines on stdout
+(`out`) and error messages on stderr (`err`). Predictions are JSON lines written to stdout
+directly (no rich markup, so they can be piped). Left out: colours beyond rich's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1):
+    """Print a table; the first `left` columns are left-aligned, the rest right-aligned."""
+    shown = Table(title=title)
+    for i, column in enumerate(columns):
+        shown.add_column(column, justify="left" if i < left else "right")
+    for row in rows:
+        shown.add_row(*row)
+    out.print(shown)
+
+
+def _number(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def results(result) -> None:
+    """A run's metrics per split, forgetting of the previous task (EWC), speed and size."""
+    rows = [
+        (split, key, f"{value:.4f}")
+        for split in ("eval", "test")
+        for key, value in result.metrics.get(split, {}).items()
+        if isinstance(value, float)
+    ]
+    task_a = result.metrics.get("task_a")  # objective ewc: the previous task, before and after
+    for split, lost in (task_a or {}).get("forgetting", {}).items():
+        key, where = task_a["metric"], f"task A {split}"
+        rows.append((where, f"{key} before", f"{task_a['before'][split][key]:.4f}"))
+        rows.append((where, f"{key} after", f"{task_a['after'][split][key]:.4f}"))
+        rows.append((where, "forgetting", f"{lost:.4f}"))
+    train = result.metrics.get("train", {})
+    params = result.metrics.get("parameters", {})
+    rows.append(("train", "examples/s", f"{train.get('examples_per_second', 0):.1f}"))
+    rows.append(("train", "seconds", f"{train.get('seconds', 0):.0f}"))
+    rows.append(
+        (
+            "model",
+            "trainable params",
+            f"{params.get('trainable', 0):,} ({params.get('trainable_pct', 0):.2f}%)",
+        )
+    )
+    table(f"{result.recipe.name}: results", ("split", "metric", "value"), rows, left=2)
+    out.print(f"bundle: {result.bundle}\nreport: {result.run_dir / 'report.html'}")
+
+
+def pretraining(result) -> None:
+    """Held-out perplexity and tokens per word before and after masked-LM pretraining."""
+    ppl, words = result.metrics["perplexity"], result.metrics["tokens_per_word"]
+    rows = [("perplexity (new head)", _number(ppl.get("before"), 2), "")]
+    if "before_head_warmup" in ppl:
+        rows.append(("perplexity (head warmed up)", _number(ppl["before_head_warmup"], 2), ""))
+    rows.append(("perplexity", "", _number(ppl.get("after"), 2)))
+    rows.append(("tokens per word", _number(words["before"], 4), _number(words["after"], 4)))
+    rows.append(("vocabulary terms added", "", str(result.metrics["vocab"]["added"])))
+    table(f"{result.recipe.name}: held-out text", ("", "before", "after"), rows)
+    out.print(f"backbone folder: {result.bundle}")
+
+
+def evaluations(title: str, results: dict[str, dict], keys: Sequence[str]) -> None:
+    """One row per evaluated file, one column per metric in `keys`."""
+    rows = [(path, *[f"{metrics[k]:.4f}" for k in keys]) for path, metrics in results.items()]
+    table(title, ("data", *keys), rows)
+
+
+def as_json(value) -> None:
+    out.print_json(json.dumps(value))
+
+
+def json_lines(records: Iterable[dict]) -> None:
+    for record in records:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def pruning(title: str, report: dict, key: str) -> None:
+    """Parameters, and the headline metric per split, before and after pruning."""
+    rows = [("parameters", f"{report['parameters_before']:,}", f"{report['parameters_after']:,}")]
+    for split, metrics in report.get("metrics", {}).items():
+        before = report.get("metrics_before", {}).get(split, {})
+        if key in metrics and key in before:
+            rows.append((f"{split} {key}", f"{before[key]:.4f}", f"{metrics[key]:.4f}"))
+    table(title, ("", "before", "after"), rows)
+
+
+def exports(title: str, artifacts: dict[str, dict]) -> None:
+    """Each exported artifact with its parity against the PyTorch model."""
+    rows = [
+        (
+            info["path"],
+            f"{info['max_abs_logit_diff']:.2e}",
+            f"{info['label_agreement']:.4f}",
+            f"{info['change_points']:+.2f} pts" if "change_points" in info else "-",
+        )
+        for info in artifacts.values()
+    ]
+    columns = ("artifact", "max |Δlogit|", "label agreement", "metric change")
+    table(title, columns, rows)
+
+
+def manifest(manifest: dict) -> None:
+    """What a bundle holds: task, method, labels, metrics, artifacts, files, versions."""
+    out.print(f"[bold]{manifest.get('name')}[/bold]  ({manifest.get('format')})")
+    for key in ("task", "method", "backbone", "created"):
+        out.print(f"{key}: {manifest.get(key)}")
+    out.print(f"labels: {', '.join(manifest.get('labels', []))}")
+    for split, metrics in manifest.get("metrics", {}).items():
+        shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+        out.print(f"{split}: {shown}")
+    for name, artifact in manifest.get("artifacts", {}).items():
+        out.print(f"artifact {name}: {artifact['path']} ({artifact['checked_on']})")
+    out.print(f"files: {', '.join(manifest.get('files', {}))}")
+    out.print(f"versions: {manifest.get('versions')}")
+
+
+def comparison(title: str, columns: Sequence[str], rows, folder) -> None:
+    """`graft compare`: one right-aligned row per method, then where the table and report are."""
+    table(title, columns, rows, left=0)
+    out.print(f"table: {folder / 'compare.json'}\nreport: {folder / 'report.html'}")
+
+
+def advice(advice) -> None:
+    """`graft advise`: the recommendation, then each rule that led to it."""
+    for key in ("backbone", "method", "compression"):
+        out.print(f"[bold]{key}[/bold]: {getattr(advice, key)}")
+    out.print("\nwhy (each rule and the measurement behind it, see BENCHMARKS.md):")
+    for reason in advice.reasons:
+        out.print(f"- {reason}")
+
+
+def lines(text: Iterable[str]) -> None:
+    """Plain lines (no markup, no highlighting, never wrapped), flushed at once."""
+    for line in text:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+
+
+def error(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
