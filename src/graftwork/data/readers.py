@@ -2,12 +2,15 @@
 
 Formats: TSV (no quoting: SST-2's sentences contain `"`), CSV (standard quoting), JSON lines,
 and CoNLL column files (one token a line, blank line between sentences; token and tag column
-configurable, whitespace- or tab-separated). Classification examples are
-`{"text", "text_pair", "label", "line"}`; NER examples are `{"tokens", "tags", "line"}`.
-With `on_bad_rows: skip` a bad row (or a whole bad sentence) is dropped and counted instead of
-stopping the run. `drop_labels` reads the tags of the named entity types as O (to align label
-sets across corpora: CoNLL-2003 without MISC is WikiANN's PER/ORG/LOC). Tokenization is not
-done here (see `encode.py`).
+configurable, whitespace- or tab-separated). `read_examples` finds the format and hands the
+file to the task (`Task.read`), which picks the parser here that makes its examples: texts
+(`{"text", "text_pair", "label", "line"}`, by `read_table` or `read_text_jsonl`) or tagged
+words (`{"tokens", "tags", "line"}`, by `read_conll` or `read_tagged_jsonl`). With
+`on_bad_rows: skip` a bad row (or a whole bad sentence) is dropped and counted instead of
+stopping the run. `drop_entity_types` reads the tags of the named entity types as O (to align
+label sets across corpora: CoNLL-2003 without MISC is WikiANN's PER/ORG/LOC).
+
+Left out: tokenization (`encode.py`), and which task wants which parser (the tasks say).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from graftwork import registry
 from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.errors import DataError
 
@@ -31,7 +35,7 @@ class ReadResult:
     skipped: list[str] = field(default_factory=list)  # one message per dropped row, in line order
 
 
-class _Rows:
+class Rows:
     """Collects examples; raises on a bad row, or records it when skipping."""
 
     def __init__(self, path: Path, skip: bool):
@@ -50,7 +54,7 @@ class _Rows:
         return self.result
 
 
-def _lines(path: Path, rows: _Rows) -> Iterator[tuple[int, str]]:
+def _lines(path: Path, rows: Rows) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without its newline), UTF-8 checked per line."""
     if not path.is_file():
         raise DataError(
@@ -68,33 +72,23 @@ def _lines(path: Path, rows: _Rows) -> Iterator[tuple[int, str]]:
             )
 
 
-def detect_format(path: Path, data: DataConfig, task: TaskConfig) -> str:
+def detect_format(path: Path, data: DataConfig, default: str) -> str:
+    """The recipe's format, else the file extension's, else the task's `default`."""
     if data.format != "auto":
         return data.format
-    fmt = EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        return "conll" if task.type == "ner" else "tsv"
-    return fmt
+    return EXTENSIONS.get(path.suffix.lower(), default)
 
 
 def read_examples(
     path: Path, task: TaskConfig, data: DataConfig, require_labels: bool = True
 ) -> ReadResult:
-    rows = _Rows(Path(path), skip=data.on_bad_rows == "skip")
-    fmt = detect_format(rows.result.path, data, task)
-    if task.type == "ner":
-        if fmt == "jsonl":
-            _read_ner_jsonl(rows, require_labels)
-        else:
-            _read_conll(rows, data, require_labels)
-    elif fmt == "jsonl":
-        _read_cls_jsonl(rows, task, require_labels)
-    else:
-        _read_table(rows, task, data, "\t" if fmt == "tsv" else ",", fmt == "csv", require_labels)
+    """The examples of `path` for `task`, read by the task's parser (`Task.read`)."""
+    rows = Rows(Path(path), skip=data.on_bad_rows == "skip")
+    kind = registry.task(task.type)
+    fmt = detect_format(rows.result.path, data, kind.DEFAULT_FORMAT)
+    kind.read(rows, fmt, task, data, require_labels)
     if not rows.result.examples:
         raise DataError(f"{path}: no examples found; is it the right file and format ({fmt})?")
-    if task.type == "ner" and data.drop_labels:
-        drop_entity_types(rows.result.examples, set(data.drop_labels))
     return rows.finish()
 
 
@@ -105,7 +99,7 @@ def drop_entity_types(examples: list[dict], types: set[str]) -> None:
             example["tags"] = ["O" if tag[2:] in types else tag for tag in example["tags"]]
 
 
-# ---------------------------------------------------------------- classification
+# ---------------------------------------------------------------- texts
 
 
 def _column(spec: str, header: list[str] | None, path: Path, role: str) -> int:
@@ -119,14 +113,10 @@ def _column(spec: str, header: list[str] | None, path: Path, role: str) -> int:
     )
 
 
-def _read_table(
-    rows: _Rows,
-    task: TaskConfig,
-    data: DataConfig,
-    delimiter: str,
-    quoted: bool,
-    require_labels: bool,
-):
+def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require_labels: bool):
+    """Texts and labels from a table: TSV (tabs, no quoting), else CSV-style commas (quoted
+    only for `csv`); columns by header name or 0-based number (`task.text`, `task.label`)."""
+    delimiter, quoted = ("\t" if fmt == "tsv" else ","), fmt == "csv"
     path = rows.result.path
     numbered = [(n, line) for n, line in _lines(path, rows) if line.strip()]
     if quoted:
@@ -171,7 +161,8 @@ def _read_table(
         )
 
 
-def _read_cls_jsonl(rows: _Rows, task: TaskConfig, require_labels: bool):
+def read_text_jsonl(rows: Rows, task: TaskConfig, require_labels: bool):
+    """Texts and labels from JSON lines, one object each (fields named by `task`)."""
     for number, line in _lines(rows.result.path, rows):
         if not line.strip():
             continue
@@ -199,7 +190,7 @@ def _read_cls_jsonl(rows: _Rows, task: TaskConfig, require_labels: bool):
         )
 
 
-def _json_record(rows: _Rows, number: int, line: str) -> dict | None:
+def _json_record(rows: Rows, number: int, line: str) -> dict | None:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -211,7 +202,7 @@ def _json_record(rows: _Rows, number: int, line: str) -> dict | None:
     return record
 
 
-# ---------------------------------------------------------------- token classification
+# ---------------------------------------------------------------- tagged words
 
 
 def iob2_problem(tags: list[str]) -> tuple[int, str] | None:
@@ -226,7 +217,8 @@ def iob2_problem(tags: list[str]) -> tuple[int, str] | None:
     return None
 
 
-def _read_conll(rows: _Rows, data: DataConfig, require_labels: bool):
+def read_conll(rows: Rows, data: DataConfig, require_labels: bool):
+    """Tagged sentences from a CoNLL column file (IOB2 checked when labels are required)."""
     tokens: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
@@ -274,7 +266,8 @@ def _read_conll(rows: _Rows, data: DataConfig, require_labels: bool):
     flush()
 
 
-def _read_ner_jsonl(rows: _Rows, require_labels: bool):
+def read_tagged_jsonl(rows: Rows, require_labels: bool):
+    """Tagged sentences from JSON lines: `{"tokens": [...], "tags": [...]}` each."""
     for number, line in _lines(rows.result.path, rows):
         if not line.strip():
             continue

@@ -14,10 +14,9 @@ from graftwork.export import onnx as onnx_export
 from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.inference.onnx import onnx_forward, session
 from graftwork.methods.base import refuse
+from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
-
-PRIMARY = {"classification": "accuracy", "ner": "f1"}
 
 
 def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[list, Path]:
@@ -55,7 +54,7 @@ def export_bundle(
     features, labels = task.encode(tokenizer, examples, label2id, predictor.max_length, data_path)
     pad = tokenizer.pad_token_id
     reference = logits_for(torch_forward(predictor.model), features, 64, pad)
-    metric = PRIMARY[predictor.task_config.type]
+    metric = headline(predictor.task_config.type)
     score = task.evaluate(examples, features, reference, labels, predictor.id2label)[metric]
     artifacts = {}
     with tempfile.TemporaryDirectory(dir=bundle.parent) as work:

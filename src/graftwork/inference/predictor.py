@@ -2,7 +2,9 @@
 
 The backend is the fastest artifact the bundle holds unless told otherwise: INT8 ONNX, then FP32
 ONNX (both only when their export passed its parity check), then PyTorch. The same functions
-serve the CLI (`graft predict`, `graft eval`), the Python API and the server.
+serve the CLI (`graft predict`, `graft eval`), the Python API and the server: an input longer
+than the bundle's `data.max_length` is read in overlapping windows (`data.windows`; the stride
+is a quarter of a window's text tokens), as the server reads it.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
 active (default: the one it was trained with; the bundle's method selects and loads it, see
 `graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
@@ -19,6 +21,7 @@ from graftwork import registry
 from graftwork.bundle import read_manifest
 from graftwork.bundle.tasks import task_folder
 from graftwork.config.recipe import DataConfig, TaskConfig
+from graftwork.data import windows
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError
 from graftwork.inference.forward import evaluate_examples, predict_examples
@@ -62,6 +65,7 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         labels = self.manifest["labels"]
         self.id2label = dict(enumerate(labels))
+        self.window, self.stride = windows.settings(self.tokenizer, self.max_length)
         self.backend = self._choose(backend)
         self._model = None
         self.forward = registry.backend(self.backend).load(self, self.backend, threads)
@@ -100,8 +104,12 @@ class Predictor:
         top_k: int = 1,
         batch_size: int = 64,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        aggregate: str = "mean",
     ) -> list[dict]:
-        """Answers for raw texts: a label and score each, or the entities found in each."""
+        """Answers for raw texts: a label and score each, or the entities found in each.
+
+        A long text's windows are joined by `aggregate`: "mean" or "max" of each label's
+        logits (classification; NER reads each word from its best window)."""
         examples = [self.task.from_text(t) for t in texts]
         return predict_examples(
             self.forward,
@@ -109,10 +117,12 @@ class Predictor:
             self.task,
             examples,
             self.id2label,
-            self.max_length,
+            self.window,
             batch_size,
             top_k,
             max_tokens,
+            self.stride,
+            aggregate,
         )
 
     def evaluate(self, path: str | Path, batch_size: int = 64, **data_options) -> dict:
@@ -125,9 +135,10 @@ class Predictor:
             self.task,
             result.examples,
             self.id2label,
-            self.max_length,
+            self.window,
             batch_size,
             result.path,
+            self.stride,
         )
         metrics["skipped_rows"] = len(result.skipped)
         metrics["backend"] = self.backend

@@ -47,6 +47,7 @@ from graftwork.data.encode import IGNORE
 from graftwork.errors import BundleError, GraftError, RecipeError
 from graftwork.methods.base import refuse
 from graftwork.objectives.base import Hooks
+from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
 
@@ -213,7 +214,7 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
     if not copied:
         raise BundleError(f"{bundle} holds no encoder weights that fit task A's model")
     after = scores(model)
-    key = "accuracy" if a.task_config.type == "classification" else "f1"
+    key = headline(a.task_config.type)
     for split in sets:
         log.info(
             "task A (%s) %s %s: %.4f with its own encoder, %.4f with this one",

@@ -32,10 +32,10 @@ from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError
 from graftwork.methods.base import files_bytes
 from graftwork.registry import METHODS
+from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
 
-HEADLINE = {"classification": "accuracy", "ner": "f1"}
 
 
 def parse_lrs(items: list[str]) -> dict[str, float]:
@@ -64,7 +64,7 @@ def task_specific_mb(bundle: Path, method: str, metrics: dict) -> float:
 def row(method: str, run_dir: Path, task: str) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     split = "test" if "test" in metrics else "eval"
-    metric = HEADLINE[task]
+    metric = headline(task)
     train, params = metrics["train"], metrics["parameters"]
     return {
         "method": method,

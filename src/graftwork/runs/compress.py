@@ -13,6 +13,7 @@ from pathlib import Path
 from graftwork.export import export_bundle
 from graftwork.runs.distill import distill
 from graftwork.runs.prune import prune_bundle
+from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
 
@@ -50,6 +51,7 @@ def measure(stage: str, bundle: Path, data: Path, repeats: int = 2) -> list[dict
     base = Predictor(bundle, backend="torch")
     artifacts = base.manifest.get("artifacts", {})
     examples = read_examples(data, base.task_config, base.data_config).examples
+    metric = headline(base.task_config.type)
     texts = [e["text"] if "text" in e else " ".join(e["tokens"]) for e in examples]
     for backend in ("torch", *[a for a in ("onnx-fp32", "onnx-int8") if a in artifacts]):
         predictor = base if backend == "torch" else Predictor(bundle, backend=backend)
@@ -65,8 +67,8 @@ def measure(stage: str, bundle: Path, data: Path, repeats: int = 2) -> list[dict
                 "stage": stage,
                 "backend": backend,
                 "bundle": str(bundle),
-                "metric": "accuracy" if "accuracy" in metrics else "f1",
-                "value": metrics.get("accuracy", metrics.get("f1")),
+                "metric": metric,
+                "value": metrics[metric],
                 "inputs_per_second": len(texts) / best,
                 "size_mb": (bundle / weights).stat().st_size / 1e6,
             }

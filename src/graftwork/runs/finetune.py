@@ -29,6 +29,7 @@ from graftwork.methods import count_parameters
 from graftwork.methods.base import Finisher
 from graftwork.objectives import prepare as prepare_objective
 from graftwork.config.recipe import Recipe, load_recipe
+from graftwork.tasks.base import summary
 from graftwork.train import checkpoint
 from graftwork.train.loop import fit, make_accelerator, total_steps
 
@@ -269,7 +270,7 @@ def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
         recipe.train.eval_batch_size,
     )
     for split, values in metrics.items():
-        log.info("%s: %s", split, _headline(values))
+        log.info("%s: %s", split, summary(recipe.task.type, values))
     return metrics
 
 
@@ -350,11 +351,6 @@ def run(
         _write_json(result.run_dir / "metrics.json", result.metrics)
     write_report(result)
     return result
-
-
-def _headline(metrics: dict) -> str:
-    keys = ("accuracy", "macro_f1", "f1", "precision", "recall")
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -1,31 +1,22 @@
 """report.html: one self-contained page per run (plots inlined as SVG; no network needed).
 
-Shows the headline metrics, the training-loss curve, and for classification a confusion
-matrix, for NER a per-entity-type precision/recall/F1 table. Plots use matplotlib.
+Shows the headline metrics, the training-loss curve, and for each evaluated split the task's
+own sections (`Task.report_sections`: a confusion matrix for classification, a per-entity-type
+table for NER). Plots use matplotlib; tables and SVG come from `tasks.html`.
 """
 
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
+from graftwork import registry
 from graftwork.bundle import atomic
-
-
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
+from graftwork.tasks.html import pyplot, svg, table
 
 
 def loss_plot(history: list[list[float]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3))
     if history:
         steps, losses = zip(*history, strict=True)
@@ -33,41 +24,12 @@ def loss_plot(history: list[list[float]]) -> str:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
-    out = _svg(fig)
-    plt.close(fig)
-    return out
-
-
-def confusion_plot(labels: list[str], matrix: list[list[int]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(3.0, 0.6 * len(labels) + 1.5)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    peak = max(max(row) for row in matrix) or 1
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            color = "white" if value > peak / 2 else "black"
-            ax.text(j, i, str(value), ha="center", va="center", color=color)
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    return svg(fig)
 
 
 def _scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) -> str:
     """One labelled marker per (x, y, marker area, label) point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for x, y, area, label in points:
         ax.scatter(x, y, s=area, alpha=0.6)
@@ -77,9 +39,7 @@ def _scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    out = _svg(fig)
-    plt.close(fig)
-    return out
+    return svg(fig)
 
 
 def tradeoff_plot(rows: list[dict]) -> str:
@@ -91,36 +51,18 @@ def tradeoff_plot(rows: list[dict]) -> str:
     return _scatter(points, "inputs / second (eval set)", rows[0]["metric"] if rows else "metric")
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def render(name: str, metrics: dict, manifest_info: dict) -> str:
+def render(name: str, metrics: dict, manifest_info: dict, task_name: str) -> str:
+    task = registry.task(task_name)
     parts = [f"<h1>graftwork run: {html.escape(name)}</h1>"]
     info = [[k, v] for k, v in manifest_info.items()]
-    parts.append(_table(["", ""], info))
+    parts.append(table(["", ""], info))
     for split in ("eval", "test"):
         m = metrics.get(split)
         if not m:
             continue
         flat = [[k, v] for k, v in m.items() if isinstance(v, (int, float))]
-        parts.append(f"<h2>{split}</h2>" + _table(["metric", "value"], flat))
-        if "confusion" in m:
-            parts.append(confusion_plot(m["confusion"]["labels"], m["confusion"]["matrix"]))
-        if "per_type" in m:
-            rows = [
-                [t, v["precision"], v["recall"], v["f1"], v["support"]]
-                for t, v in sorted(m["per_type"].items())
-            ]
-            parts.append(_table(["entity type", "precision", "recall", "F1", "support"], rows))
+        parts.append(f"<h2>{split}</h2>" + table(["metric", "value"], flat))
+        parts.extend(task.report_sections(m))
     stages = metrics.get("stages")
     if stages:
         parts.append("<h2>compression: accuracy vs throughput vs size</h2>")
@@ -129,12 +71,12 @@ def render(name: str, metrics: dict, manifest_info: dict) -> str:
             [r["stage"], r["backend"], r["value"], r["inputs_per_second"], r["size_mb"]]
             for r in stages
         ]
-        parts.append(_table(header, rows))
+        parts.append(table(header, rows))
         parts.append(tradeoff_plot(stages))
     train = metrics.get("train", {})
     parts.append("<h2>training</h2>")
     parts.append(
-        _table(
+        table(
             ["examples", "steps", "examples/s", "seconds"],
             [
                 [
@@ -177,7 +119,11 @@ def write_report(result) -> Path:
         ),
         "bundle": str(result.bundle),
     }
-    return _write(Path(result.run_dir) / "report.html", render(recipe.name, result.metrics, info))
+    task = recipe.task
+    if recipe.multitask is not None:  # the top-level metrics are the first task's
+        task = next(iter(recipe.multitask.tasks.values())).task
+    page = render(recipe.name, result.metrics, info, task.type)
+    return _write(Path(result.run_dir) / "report.html", page)
 
 
 def compare_plot(rows: list[dict]) -> str:
@@ -212,8 +158,8 @@ def write_compare_report(path: Path, name: str, rows: list[dict], machine: dict)
     body = [[row.get(key) for key, _ in COMPARE_COLUMNS] for row in rows]
     parts = [
         f"<h1>graftwork compare: {html.escape(name)}</h1>",
-        _table(["", ""], [[k, v] for k, v in machine.items()]),
-        _table(header, body),
+        table(["", ""], [[k, v] for k, v in machine.items()]),
+        table(header, body),
         compare_plot(rows),
     ]
     return _write(path, _page(f"compare: {name}", parts))

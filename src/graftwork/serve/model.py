@@ -1,8 +1,10 @@
 """One served bundle: its `Predictor`, its window settings, its batcher, and its answers.
 
-`ServedModel.predict(texts)` splits each text into windows, sends the windows through the
-model's batcher, and joins each text's windows into the answer `graft predict` gives (the
-tasks' `decode`), plus the number of windows used. Requests of up to `INLINE_CHARS`
+`ServedModel.predict(texts)` splits each text into windows (`data.windows.split`, as
+`graft predict` does), sends the windows through the model's batcher, and joins each text's
+windows into the answer `graft predict` gives (`inference.forward.answers`), plus the number
+of windows used. The window and stride follow `graft predict`'s unless `--window`/`--stride`
+say otherwise (`data.windows.settings`). Requests of up to `INLINE_CHARS`
 characters are tokenized and decoded on the event loop (a thread hop would cost more than the
 work); larger ones in a text thread, with its own copy of the tokenizer (a fast tokenizer must
 not be used by two threads at once), so a long document does not hold up the event loop.
@@ -18,18 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
 from graftwork.bundle.tasks import expand, parse_spec
 from graftwork.data import windows
 from graftwork.errors import GraftError
-from graftwork.inference.forward import logits_for
+from graftwork.inference.forward import answers, logits_for
 from graftwork.serve.batcher import Batcher, OnBatch
 from graftwork.serve.config import ServeConfig
 
@@ -121,54 +121,28 @@ class ServedModel:
 
     def _split(self, texts: list[str], tokenizer) -> list[windows.Document]:
         task = self.predictor.task
-        return windows.split(self.task_name, task, tokenizer, texts, self.window, self.stride)
+        examples = [task.from_text(t) for t in texts]
+        return windows.split(task, tokenizer, examples, self.window, self.stride)
 
     def _answers(self, docs, logits, top_k: int, aggregate: str) -> list[dict]:
         p = self.predictor
-        per_doc, start = [], 0
-        for doc in docs:
-            per_doc.append(logits[start : start + len(doc.windows)])
-            start += len(doc.windows)
-        examples = [doc.example for doc in docs]
-        if self.task_name == "ner":
-            merged = [
-                windows.merge_words(d.windows, rows) for d, rows in zip(docs, per_doc, strict=True)
-            ]
-            features, rows = [m[0] for m in merged], [m[1] for m in merged]
-        else:
-            features = [doc.windows for doc in docs]
-            rows = [windows.aggregate(r, aggregate) for r in per_doc]
-        answers = p.task.decode(examples, features, rows, p.id2label, top_k)
-        for answer, doc in zip(answers, docs, strict=True):
+        out = answers(p.task, docs, logits, p.id2label, top_k, aggregate)
+        for answer, doc in zip(out, docs, strict=True):
             answer["windows"] = len(doc.windows)
-        return answers
+        return out
 
 
 def window_settings(predictor, config: ServeConfig) -> tuple[int, int]:
     """(window, stride) in tokens, checked against the model's positions and special tokens."""
-    if not getattr(predictor.tokenizer, "is_fast", False):
+    tokenizer = predictor.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
         raise GraftError(
             f"bundle {predictor.path}: graft serve needs a fast (Rust) tokenizer for windows; "
             "save the bundle's tokenizer with tokenizer.json"
         )
+    limit = windows.model_limit(tokenizer, getattr(predictor, "path", ""))
     window = config.window or predictor.max_length
-    config_file = Path(getattr(predictor, "path", "")) / "config.json"
-    model_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    limits = [
-        model_config.get("max_position_embeddings"),
-        getattr(predictor.tokenizer, "model_max_length", None),
-    ]
-    limit = min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=None)
-    if limit is not None and window > limit:
-        raise GraftError(f"--window {window} is longer than the model allows ({limit} tokens)")
-    room = window - predictor.tokenizer.num_special_tokens_to_add(pair=False)
-    stride = config.stride if config.stride is not None else room // 4
-    if stride >= room:
-        raise GraftError(
-            f"--stride {stride} must be smaller than a window's {room} text tokens "
-            f"(--window {window} less special tokens)"
-        )
-    return window, stride
+    return windows.settings(tokenizer, window, config.stride, limit)
 
 
 def serving_threads() -> int:

@@ -1,8 +1,9 @@
 """The HTTP protocol: pydantic models of requests, answers and errors (and so /openapi.json).
 
 Requests are strict (no coercion of `"3"` to 3, unknown keys are errors) so a client's mistake
-comes back as a 422 that names it. Answers are what `graft predict` prints for the same text,
-plus `windows`, the number of windows the text was split into.
+comes back as a 422 that names it. Answers are what `graft predict` prints for the same text
+(each registered task's `Output` model), plus `windows`, the number of windows the text was
+split into; the answer union is built from the registry, so a new task brings its own.
 
 Left out: server-side limits (they depend on the settings; app.py checks them and the
 descriptions name them).
@@ -10,9 +11,11 @@ descriptions name them).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from graftwork import registry
 
 
 class PredictRequest(BaseModel):
@@ -22,7 +25,7 @@ class PredictRequest(BaseModel):
         ...,
         min_length=1,
         description="Texts to label (at most --max-inputs, each at most --max-input-chars).",
-        examples=[["a gripping, funny film", "EU rejects German call to boycott British lamb."]],
+        examples=[[registry.task(name).EXAMPLE for name in registry.TASKS]],
     )
     top_k: int = Field(1, ge=1, le=1000, description="Classification: list the k best labels.")
     aggregate: Literal["mean", "max"] = Field(
@@ -32,37 +35,22 @@ class PredictRequest(BaseModel):
     )
 
 
-class LabelScore(BaseModel):
-    label: str
-    score: float
+def served_output(output: type[BaseModel]) -> type[BaseModel]:
+    """A task's answer model as served: the same fields, plus `windows`."""
+    return create_model(
+        output.__name__,
+        __base__=output,
+        windows=(int, Field(..., description="Windows the text was split into (1 if it fit).")),
+    )
 
 
-class ClassificationOutput(BaseModel):
-    label: str
-    score: float
-    top_k: list[LabelScore] | None = Field(None, description="Present when top_k > 1.")
-    windows: int = Field(..., description="Windows the text was split into (1 if it fit).")
-
-
-class Entity(BaseModel):
-    type: str
-    text: str = Field(..., description="The entity as it appears: text[start:end].")
-    start: int = Field(..., description="Offset in the input text, in Unicode code points.")
-    end: int = Field(..., description="Offset in the input text (exclusive), in code points.")
-    score: float = Field(..., description="Mean probability of the entity's word tags.")
-    words: list[str]
-
-
-class EntitiesOutput(BaseModel):
-    entities: list[Entity]
-    tags: list[str] = Field(..., description="One IOB2 tag per word (words: tasks.ner.WORD).")
-    windows: int = Field(..., description="Windows the text was split into (1 if it fit).")
+OUTPUTS = tuple(served_output(registry.task(name).Output) for name in registry.TASKS)
 
 
 class PredictResponse(BaseModel):
     model: str
     task: str
-    outputs: list[ClassificationOutput | EntitiesOutput] = Field(
+    outputs: list[Union[OUTPUTS]] = Field(  # type: ignore[valid-type]  # noqa: UP007
         ..., description="One per input, in order."
     )
 

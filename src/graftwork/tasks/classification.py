@@ -1,6 +1,11 @@
 """Sentence (and sentence-pair) classification: one label per text.
 
-Metrics: accuracy and macro-F1 (scikit-learn), plus the confusion matrix for the report.
+Data: TSV/CSV tables or JSON lines (`data.readers`). Metrics: accuracy and macro-F1
+(scikit-learn), plus the confusion matrix the report plots. Long texts are split into windows
+whose logits are averaged per label (or maximised: `aggregate="max"`).
+
+Left out: windows for sentence pairs, and for tokenizers without a fast (Rust) version: such
+inputs are cut at the window, as training cuts them.
 """
 
 from __future__ import annotations
@@ -8,16 +13,45 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from graftwork.data import readers, windows
 from graftwork.data.encode import encode_texts, label_ids
+from graftwork.tasks import softmax
+from graftwork.tasks.html import pyplot, svg
 
 LABEL_KEY = "label"
+HEADLINE = "accuracy"
+SHOWN = ("accuracy", "macro_f1")
+DEFAULT_FORMAT = "tsv"
+EXAMPLE = "a gripping, funny film"
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassificationOutput(BaseModel):
+    label: str
+    score: float
+    top_k: list[LabelScore] | None = Field(None, description="Present when top_k > 1.")
+
+
+Output = ClassificationOutput
 
 
 def model_class():
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification
+
+
+def read(rows, fmt: str, task, data, require_labels: bool) -> None:
+    if fmt == "jsonl":
+        readers.read_text_jsonl(rows, task, require_labels)
+    else:
+        readers.read_table(rows, task, data, fmt, require_labels)
 
 
 def label_set(examples: list[dict]) -> list[str]:
@@ -35,6 +69,18 @@ def encode(tokenizer, examples, label2id, max_length: int, path: Path):
     features = encode_texts(tokenizer, examples, max_length)
     labels = label_ids(examples, LABEL_KEY, label2id, path)
     return features, (labels if all(lab is not None for lab in labels) else None)
+
+
+def split_windows(tokenizer, examples: list[dict], window: int, stride: int) -> list[list[dict]]:
+    if not getattr(tokenizer, "is_fast", False) or any(
+        e.get("text_pair") is not None for e in examples
+    ):
+        return [[feature] for feature in encode_texts(tokenizer, examples, window)]
+    return windows.split_texts(tokenizer, [e["text"] for e in examples], window, stride)
+
+
+def merge_windows(features: list[dict], logits: list, aggregate: str = "mean") -> tuple:
+    return features[0], windows.aggregate(logits, aggregate)
 
 
 def predicted(logits: list[np.ndarray]) -> np.ndarray:
@@ -59,8 +105,6 @@ def evaluate(examples, features, logits, labels, id2label: dict[int, str]) -> di
 
 
 def decode(examples, features, logits, id2label: dict[int, str], top_k: int = 1) -> list[dict]:
-    from graftwork.tasks import softmax
-
     out = []
     for row in logits:
         probs = softmax(np.asarray(row, dtype=np.float64))
@@ -70,3 +114,26 @@ def decode(examples, features, logits, id2label: dict[int, str], top_k: int = 1)
             answer["top_k"] = [{"label": id2label[int(i)], "score": float(probs[i])} for i in order]
         out.append(answer)
     return out
+
+
+def report_sections(metrics: dict) -> list[str]:
+    if "confusion" not in metrics:
+        return []
+    return [confusion_plot(metrics["confusion"]["labels"], metrics["confusion"]["matrix"])]
+
+
+def confusion_plot(labels: list[str], matrix: list[list[int]]) -> str:
+    plt = pyplot()
+    size = max(3.0, 0.6 * len(labels) + 1.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            color = "white" if value > peak / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", color=color)
+    return svg(fig)

@@ -1,9 +1,14 @@
 """Token classification (NER) with IOB2 tags.
 
-Each word's prediction is read from its first sub-word piece. Words cut off by `max_length`
-are predicted `O` and counted (`truncated_words`); long-text windows are the serving layer's
-job. Metrics: entity-level precision/recall/F1 by `seqeval` (the conlleval-compatible default,
-and the strict IOB2 mode alongside), with a per-type table for the report.
+Data: CoNLL column files or JSON lines of tokens and tags (`data.readers`). Each word's
+prediction is read from its first sub-word piece; a sentence longer than the window is split
+into windows and each word takes its logits from the window that gives it the most context
+(`data.windows.merge_words`). Words that get no piece at all are predicted `O` and counted
+(`truncated_words`). Metrics: entity-level precision/recall/F1 by `seqeval` (the
+conlleval-compatible default, and the strict IOB2 mode alongside), with a per-type table for
+the report.
+
+Left out: nested entities, and schemes other than IOB2 (IOBES data must be converted).
 """
 
 from __future__ import annotations
@@ -12,18 +17,52 @@ import re
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from graftwork.data import readers, windows
 from graftwork.data.encode import encode_words, first_piece_labels, first_pieces, label_ids
+from graftwork.tasks import softmax
+from graftwork.tasks.html import table
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 
 LABEL_KEY = "tags"
+HEADLINE = "f1"
+SHOWN = ("f1", "precision", "recall")
+DEFAULT_FORMAT = "conll"
+EXAMPLE = "EU rejects German call to boycott British lamb."
+
+
+class Entity(BaseModel):
+    type: str
+    text: str = Field(..., description="The entity as it appears: text[start:end].")
+    start: int = Field(..., description="Offset in the input text, in Unicode code points.")
+    end: int = Field(..., description="Offset in the input text (exclusive), in code points.")
+    score: float = Field(..., description="Mean probability of the entity's word tags.")
+    words: list[str]
+
+
+class EntitiesOutput(BaseModel):
+    entities: list[Entity]
+    tags: list[str] = Field(..., description="One IOB2 tag per word (words: tasks.ner.WORD).")
+
+
+Output = EntitiesOutput
 
 
 def model_class():
     from transformers import AutoModelForTokenClassification
 
     return AutoModelForTokenClassification
+
+
+def read(rows, fmt: str, task, data, require_labels: bool) -> None:
+    if fmt == "jsonl":
+        readers.read_tagged_jsonl(rows, require_labels)
+    else:
+        readers.read_conll(rows, data, require_labels)
+    if data.drop_labels:
+        readers.drop_entity_types(rows.result.examples, set(data.drop_labels))
 
 
 def label_set(examples: list[dict]) -> list[str]:
@@ -52,9 +91,15 @@ def encode(tokenizer, examples, label2id, max_length: int, path: Path):
     return features, labels
 
 
-def word_predictions(example, feature, logits, id2label) -> tuple[list[str], list[float]]:
-    from graftwork.tasks import softmax
+def split_windows(tokenizer, examples: list[dict], window: int, stride: int) -> list[list[dict]]:
+    return windows.split_words(tokenizer, [e["tokens"] for e in examples], window, stride)
 
+
+def merge_windows(features: list[dict], logits: list, aggregate: str = "mean") -> tuple:
+    return windows.merge_words(features, logits)
+
+
+def word_predictions(example, feature, logits, id2label) -> tuple[list[str], list[float]]:
     probs = softmax(np.asarray(logits, dtype=np.float64))
     positions = first_pieces(feature["word_ids"])
     tags, scores = [], []
@@ -128,3 +173,13 @@ def decode(examples, features, logits, id2label: dict[int, str], top_k: int = 1)
             entities.append(entity)
         out.append({"entities": entities, "tags": tags})
     return out
+
+
+def report_sections(metrics: dict) -> list[str]:
+    if "per_type" not in metrics:
+        return []
+    rows = [
+        [t, v["precision"], v["recall"], v["f1"], v["support"]]
+        for t, v in sorted(metrics["per_type"].items())
+    ]
+    return [table(["entity type", "precision", "recall", "F1", "support"], rows)]
