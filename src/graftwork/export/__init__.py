@@ -12,7 +12,7 @@ from graftwork.data.readers import read_examples
 from graftwork.errors import GraftError
 from graftwork.export import onnx as onnx_export
 from graftwork.inference.forward import logits_for, torch_forward
-from graftwork.inference.onnx import onnx_forward, session
+from graftwork.inference.onnx import forward_for
 from graftwork.methods.base import refuse
 from graftwork.tasks.base import headline
 
@@ -66,7 +66,7 @@ def export_bundle(
         )
         onnx_export.export_fp32(eager, tokenizer, fp32)
         fused = onnx_export.fuse(fp32, predictor.model.config)
-        outputs = logits_for(onnx_forward(session(fp32, threads)), features, 64, pad)
+        outputs = logits_for(forward_for("onnx-fp32", fp32, threads), features, 64, pad)
         check = onnx_export.parity(reference, outputs)
         if check["max_abs_logit_diff"] > onnx_export.FP32_TOLERANCE:
             raise onnx_export.ParityError(
@@ -83,7 +83,7 @@ def export_bundle(
         if int8:
             q = work / onnx_export.INT8
             onnx_export.quantize(fp32, q, keep_attention_fp32)
-            outputs = logits_for(onnx_forward(session(q, threads)), features, 64, pad)
+            outputs = logits_for(forward_for("onnx-int8", q, threads), features, 64, pad)
             q_score = task.evaluate(examples, features, outputs, labels, predictor.id2label)[metric]
             artifacts["onnx-int8"] = {
                 "path": f"{onnx_export.ONNX_DIR}/{onnx_export.INT8}",
