@@ -8,7 +8,17 @@ import stat
 
 import pytest
 
-from graftwork.bundle import atomic, read_manifest, write_bundle
+from graftwork.bundle import (
+    FORMAT,
+    MANIFEST,
+    Manifest,
+    atomic,
+    read_manifest,
+    save_manifest,
+    write_bundle,
+)
+from graftwork.bundle.tasks import expand, task_folder
+from graftwork.errors import BundleError
 
 
 def mode(path) -> int:
@@ -80,3 +90,67 @@ def test_a_written_bundle_reads_back_with_its_manifest(tmp_path, umask):
     assert manifest["name"] == "tiny" and manifest["task"] == "classification"
     assert set(manifest["files"]) == {"config.json"}
     assert mode(bundle / "graftwork.json") == 0o666 & ~umask
+
+
+# The typed manifest --------------------------------------------------------------------------
+
+
+def test_the_manifest_reads_by_attribute_and_keeps_keys_it_does_not_know(tmp_path):
+    def write(folder):
+        (folder / "config.json").write_text("{}")
+
+    extra = {"mask_ratio": 0.15, "from_a_newer_graftwork": {"x": [1, 2]}}
+    bundle = write_bundle(tmp_path / "b", write, {"name": "n", "task": "mlm", **extra})
+    manifest = read_manifest(bundle)
+    assert isinstance(manifest, Manifest)
+    assert (manifest.name, manifest.task, manifest.format) == ("n", "mlm", FORMAT)
+    assert manifest.labels == [] and manifest.method is None and manifest.artifacts == {}
+    written = json.loads((bundle / MANIFEST).read_text())
+    assert manifest.dump() == written  # nothing added, nothing lost
+    assert written["from_a_newer_graftwork"] == {"x": [1, 2]}
+    save_manifest(bundle, manifest)
+    assert json.loads((bundle / MANIFEST).read_text()) == written
+
+
+def test_the_manifest_still_reads_as_the_dict_it_was(tmp_path):
+    def write(folder):
+        (folder / "config.json").write_text("{}")
+
+    bundle = write_bundle(tmp_path / "b", write, {"name": "n", "recipe": {"task": {"type": "x"}}})
+    manifest = read_manifest(bundle)
+    assert manifest["recipe"] == {"task": {"type": "x"}} and manifest.get("name") == "n"
+    assert manifest.get("artifacts", "absent") == "absent"  # not in the file
+    assert "files" in manifest and "pruning" not in manifest
+    with pytest.raises(KeyError):
+        manifest["pruning"]
+    assert {**manifest} == json.loads((bundle / MANIFEST).read_text())
+
+
+def test_a_multitask_manifest_names_each_tasks_folder(tmp_path):
+    def write(folder):
+        (folder / "config.json").write_text("{}")
+
+    tasks = {
+        "sst": {"type": "classification", "path": "."},
+        "ner": {"type": "ner", "path": "t/ner"},
+    }
+    bundle = write_bundle(tmp_path / "mt", write, {"name": "mt", "multitask": {"tasks": tasks}})
+    manifest = read_manifest(bundle)
+    assert task_folder(bundle, manifest, "ner") == bundle / "t" / "ner"
+    assert task_folder(bundle, manifest, None) == bundle
+    assert expand([f"x={bundle}"]) == [f"x-sst={bundle / '.'}", f"x-ner={bundle / 't/ner'}"]
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_bundle_error_naming_the_key(tmp_path):
+    def write(folder):
+        (folder / "config.json").write_text("{}")
+
+    bundle = write_bundle(tmp_path / "b", write, {"name": "n"})
+    data = json.loads((bundle / MANIFEST).read_text())
+    data["labels"] = "not a list"
+    (bundle / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"not a valid graftwork.json \(labels: "):
+        read_manifest(bundle)
+    with pytest.raises(BundleError, match="multitask.tasks"):
+        write_bundle(tmp_path / "c", write, {"multitask": {"sampling": "equal"}})
+    assert not (tmp_path / "c").exists()

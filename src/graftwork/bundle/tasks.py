@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graftwork.bundle import read_manifest
+from graftwork.bundle.manifest import MANIFEST, Manifest, read_manifest
 from graftwork.errors import BundleError
 
 
@@ -20,16 +20,16 @@ def parse_spec(spec: str) -> tuple[str | None, Path]:
     return None, Path(spec)
 
 
-def task_folder(bundle: Path, manifest: dict, task: str | None) -> Path:
+def task_folder(bundle: Path, manifest: Manifest, task: str | None) -> Path:
     """The folder of `task` inside a multi-task bundle (the bundle itself for the first)."""
-    tasks = manifest.get("multitask", {}).get("tasks")
+    tasks = manifest.multitask.tasks if manifest.multitask else None
     if task is None:
         return bundle
     if not tasks:
         raise BundleError(f"bundle {bundle} holds one task; drop the task option")
     if task not in tasks:
         raise BundleError(f"bundle {bundle} has no task '{task}'; its tasks: {', '.join(tasks)}")
-    return bundle / tasks[task]["path"]
+    return bundle / tasks[task].path
 
 
 def expand(specs: list[str]) -> list[str]:
@@ -37,11 +37,11 @@ def expand(specs: list[str]) -> list[str]:
     out = []
     for spec in specs:
         name, path = parse_spec(spec)
-        manifest = read_manifest(path, verify=False) if (path / "graftwork.json").is_file() else {}
-        tasks = manifest.get("multitask", {}).get("tasks")
+        manifest = read_manifest(path, verify=False) if (path / MANIFEST).is_file() else None
+        tasks = manifest.multitask.tasks if manifest and manifest.multitask else None
         if not tasks:
             out.append(spec)
             continue
-        base = name or manifest.get("name") or path.resolve().name
-        out += [f"{base}-{task}={path / info['path']}" for task, info in tasks.items()]
+        base = name or manifest.name or path.resolve().name
+        out += [f"{base}-{task}={path / entry.path}" for task, entry in tasks.items()]
     return out

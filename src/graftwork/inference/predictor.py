@@ -46,24 +46,24 @@ class Predictor:
         if task is not None:  # multi-task bundles: one task's folder, which verifies itself
             self.path = task_folder(self.path, read_manifest(self.path, verify=False), task)
         manifest = read_manifest(self.path, verify=verify)
-        if manifest.get("task") not in registry.TASKS:
+        if manifest.task not in registry.TASKS:
             raise BundleError(
-                f"{self.path} holds a {manifest.get('task')!r} backbone, not a task model "
+                f"{self.path} holds a {manifest.task!r} backbone, not a task model "
                 f"(graft pretrain writes these): fine-tune from it with `graft run RECIPE "
                 f"backbone={self.path}`"
             )
         # the method's own parts: which adapter is active (None: the one trained; no choice
         # for methods whose bundle is one plain model)
-        self.method = registry.method(manifest["method"])
+        self.method = registry.method(manifest.method)
         self.manifest, self.adapter = self.method.select(self.path, manifest, adapter)
         if threads:
             torch.set_num_threads(threads)
-        recipe = self.manifest["recipe"]
+        recipe = self.manifest.recipe
         self.task_config = TaskConfig(**recipe["task"])
         self.data_config = DataConfig(**recipe["data"])
         self.task = registry.task(self.task_config.type)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        labels = self.manifest["labels"]
+        labels = self.manifest.labels
         self.id2label = dict(enumerate(labels))
         self.window, self.stride = windows.settings(self.tokenizer, self.max_length)
         self.backend = self._choose(backend)

@@ -6,10 +6,11 @@ pruned heads sliced out) by the predictor.
 
 from __future__ import annotations
 
+from graftwork.bundle import Manifest
 from graftwork.inference.forward import torch_forward
 
 
-def available(manifest: dict, name: str) -> bool:
+def available(manifest: Manifest, name: str) -> bool:
     return True
 
 
@@ -17,5 +18,5 @@ def load(predictor, name: str, threads: int | None):
     return torch_forward(predictor.model)
 
 
-def describe(manifest: dict, name: str) -> dict:
+def describe(manifest: Manifest, name: str) -> dict:
     return {"backend": name}

@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graftwork.bundle import MANIFEST, atomic, read_manifest, sha256
+from graftwork.bundle import Manifest, atomic, read_manifest, save_manifest, sha256
 from graftwork.errors import BundleError, GraftError
 from graftwork.methods import head_modules
 from graftwork.methods.base import (
@@ -217,7 +217,7 @@ def load_adapter(model, folder: Path):
 # ---------------------------------------------------------------- adapters in a bundle
 
 
-def adapter_names(manifest: dict) -> list[str]:
+def adapter_names(manifest: Manifest | dict) -> list[str]:
     """The adapters a bundle holds, from the hashed files its manifest lists."""
     names = set()
     for rel in manifest.get("files", {}):
@@ -227,14 +227,14 @@ def adapter_names(manifest: dict) -> list[str]:
     return sorted(names)
 
 
-def trained_adapter(manifest: dict) -> str | None:
+def trained_adapter(manifest: Manifest) -> str | None:
     """The adapter a bundle was trained with (its root holds that adapter's head)."""
-    if manifest.get("method") != "adapter":
+    if manifest.method != "adapter":
         return None
-    return ((manifest.get("recipe") or {}).get("method") or {}).get("name", "default")
+    return (manifest.recipe.get("method") or {}).get("name", "default")
 
 
-def select(bundle: Path, manifest: dict, name: str | None) -> tuple[dict, str | None]:
+def select(bundle: Path, manifest: Manifest, name: str | None) -> tuple[Manifest, str | None]:
     """(manifest as seen with adapter `name` active, the adapter's name or None).
 
     `None` picks the adapter the bundle was trained with. For another adapter the view has its
@@ -255,9 +255,9 @@ def select(bundle: Path, manifest: dict, name: str | None) -> tuple[dict, str | 
         raise BundleError(
             f"bundle {bundle} has no adapter '{name}'; available: {', '.join(available)}"
         )
-    view = {k: v for k, v in manifest.items() if k not in ("metrics", "artifacts")}
+    view = {k: v for k, v in manifest.dump().items() if k not in ("metrics", "artifacts")}
     view["labels"] = read_meta(Path(bundle) / ADAPTERS_DIR / name)["labels"]
-    return view, name
+    return Manifest.model_validate(view), name
 
 
 def load(model_class, bundle: Path, adapter: str | None, **kwargs):
@@ -291,7 +291,7 @@ def add_adapter(bundle: str | Path, adapter_dir: str | Path, name: str) -> list[
     _, trained = select(bundle, manifest, None)
     if trained is None:
         raise BundleError(
-            f"bundle {bundle} was trained with method {manifest.get('method')}, whose backbone "
+            f"bundle {bundle} was trained with method {manifest.method}, whose backbone "
             "is not the frozen one adapters are trained on; add adapters to a bundle trained "
             "with method adapter"
         )
@@ -318,8 +318,8 @@ def add_adapter(bundle: str | Path, adapter_dir: str | Path, name: str) -> list[
     with atomic.building(target) as tmp:  # replaces a leftover the manifest never listed
         for file in (CONFIG_FILE, WEIGHTS):
             shutil.copyfile(adapter_dir / file, tmp / file)
-    files = dict(manifest["files"])
+    files = dict(manifest.files)
     files.update({f"{ADAPTERS_DIR}/{name}/{f}": sha256(target / f) for f in (CONFIG_FILE, WEIGHTS)})
-    manifest["files"] = dict(sorted(files.items()))
-    atomic.write_json(bundle / MANIFEST, manifest)
+    manifest.files = dict(sorted(files.items()))
+    save_manifest(bundle, manifest)
     return adapter_names(manifest)

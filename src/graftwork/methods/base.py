@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from graftwork import registry
+from graftwork.bundle import Manifest
 from graftwork.errors import BundleError, GraftError
 
 # what other stages may do with a method (`Method.REFUSES` names those it cannot take)
@@ -69,7 +70,9 @@ class Method(Protocol):
         """Write what the method keeps outside the model into `out_dir`; return the plain
         transformers model to save as the bundle's weights."""
 
-    def select(self, bundle: Path, manifest: dict, choice: str | None) -> tuple[dict, str | None]:
+    def select(
+        self, bundle: Path, manifest: Manifest, choice: str | None
+    ) -> tuple[Manifest, str | None]:
         """(the manifest as seen with `choice` active, the choice resolved): which of the
         parts a bundle holds is used (adapters: None is the one it was trained with)."""
 
@@ -128,11 +131,11 @@ def plain_finish(model, out_dir: Path):
     return model
 
 
-def no_choice(bundle: Path, manifest: dict, choice: str | None) -> tuple[dict, None]:
+def no_choice(bundle: Path, manifest: Manifest, choice: str | None) -> tuple[Manifest, None]:
     """`select` of a method whose bundles hold one model: no choice to make."""
     if choice is not None:
         raise BundleError(
-            f"bundle {bundle} holds no adapters (method {manifest.get('method')}); "
+            f"bundle {bundle} holds no adapters (method {manifest.method}); "
             f"adapter='{choice}' needs a bundle trained with method adapter"
         )
     return manifest, None

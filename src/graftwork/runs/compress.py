@@ -49,7 +49,7 @@ def measure(stage: str, bundle: Path, data: Path, repeats: int = 2) -> list[dict
 
     rows = []
     base = Predictor(bundle, backend="torch")
-    artifacts = base.manifest.get("artifacts", {})
+    artifacts = base.manifest.artifacts
     examples = read_examples(data, base.task_config, base.data_config).examples
     metric = headline(base.task_config.type)
     texts = [e["text"] if "text" in e else " ".join(e["tokens"]) for e in examples]

@@ -123,14 +123,14 @@ def prune_bundle(
 
     predictor = Predictor(bundle, backend="torch")
     manifest = predictor.manifest
-    if manifest.get("pruning"):
+    if manifest.pruning:
         raise GraftError(
             f"{bundle} is already pruned; prune the original bundle again with larger fractions"
         )
-    refuse(manifest.get("method"), "prune", bundle)
+    refuse(manifest.method, "prune", bundle)
     model = predictor.model
     prunable_layers(model)  # refuse other architectures before reading any data
-    recipe = load_recipe(manifest["recipe"])
+    recipe = load_recipe(manifest.recipe)
     train_path = Path(data) if data is not None else recipe.data_path("train")
     if train_path is None or not train_path.is_file():
         raise GraftError(
@@ -215,7 +215,7 @@ def prune_bundle(
         "source_bundle": str(bundle),
     }
     dropped = ("format", "files", "versions", "created", "artifacts", "metrics", "pruning")
-    new_manifest = {k: v for k, v in manifest.items() if k not in dropped}
+    new_manifest = {k: v for k, v in manifest.dump().items() if k not in dropped}
     new_manifest["pruning"] = pruning
     new_manifest["metrics"] = {**metrics, "parameters": params}
 

@@ -55,7 +55,7 @@ class ServedModel:
         return logits_for(p.forward, features, len(features), p.tokenizer.pad_token_id)
 
     def describe(self) -> dict:
-        manifest = getattr(self.predictor, "manifest", {})
+        manifest = self.predictor.manifest
         return {
             "name": self.name,
             "task": self.task_name,
@@ -67,10 +67,10 @@ class ServedModel:
             "artifact": {
                 "path": str(getattr(self.predictor, "path", "")),
                 "backend": getattr(self.predictor, "backend", "torch"),
-                "format": manifest.get("format"),
-                "backbone": manifest.get("backbone"),
-                "method": manifest.get("method"),
-                "created": manifest.get("created"),
+                "format": manifest.format,
+                "backbone": manifest.backbone,
+                "method": manifest.method,
+                "created": manifest.created,
             },
         }
 
@@ -166,7 +166,7 @@ def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
     for spec in expand(specs):  # a multi-task bundle serves each task
         name, path = parse_spec(spec)
         predictor = load(path, threads=threads, backend=config.backend)
-        name = name or predictor.manifest.get("name") or path.resolve().name
+        name = name or predictor.manifest.name or path.resolve().name
         if not NAME.match(name):
             raise GraftError(
                 f"bundle {path}: '{name}' cannot be a model name in a URL; choose one with "
