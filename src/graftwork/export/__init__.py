@@ -22,7 +22,7 @@ log = logging.getLogger("graftwork")
 def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[list, Path]:
     """Real labelled examples to check an export on: --data, else the recipe's eval file."""
     if data is None:
-        recipe = load_recipe(predictor.manifest["recipe"])
+        recipe = load_recipe(predictor.manifest.recipe)
         data = recipe.data_path("eval") or recipe.data_path("test")
         if data is None or not data.is_file():
             raise GraftError(
@@ -47,7 +47,7 @@ def export_bundle(
 
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
-    refuse(predictor.manifest.get("method"), "export", bundle)
+    refuse(predictor.manifest.method, "export", bundle)
     examples, data_path = parity_examples(predictor, data, limit)
     task, tokenizer = predictor.task, predictor.tokenizer
     label2id = {v: k for k, v in predictor.id2label.items()}
@@ -98,7 +98,7 @@ def export_bundle(
             info["checked_on"] = f"{len(examples)} examples of {data_path}"
 
         def write(tmp: Path) -> None:
-            for rel in predictor.manifest["files"]:
+            for rel in predictor.manifest.files:
                 if not rel.startswith(onnx_export.ONNX_DIR + "/"):
                     onnx_export.link_or_copy(bundle / rel, tmp / rel)
             for info in artifacts.values():
@@ -106,7 +106,7 @@ def export_bundle(
 
         manifest = {
             k: v
-            for k, v in predictor.manifest.items()
+            for k, v in predictor.manifest.dump().items()
             if k not in ("format", "files", "versions", "created")
         }
         manifest["artifacts"] = artifacts
