@@ -15,7 +15,7 @@ from graftwork.bundle import read_manifest
 from graftwork.cli import render
 from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, read_texts
 from graftwork.errors import GraftError
-from graftwork.inference.predictor import load
+from graftwork.inference.predictor import EMPTY, blank_text, load
 
 
 def evaluate(
@@ -60,6 +60,13 @@ def predict(
         items += read_texts(input)
     if not items:
         raise GraftError("nothing to predict: give texts as arguments or --input FILE")
+    index = blank_text(items)  # refused before the bundle is loaded, saying where it came from
+    if index is not None:
+        given = len(texts or [])
+        where = (
+            f"text {index + 1}" if index < given else f"--input {input}: text {index - given + 1}"
+        )
+        raise GraftError(f"{where} {EMPTY}")
     predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     answers = predictor.predict(items, top_k=top_k, batch_size=batch_size)
     render.json_lines({"text": text, **answer} for text, answer in zip(items, answers, strict=True))

@@ -8,11 +8,14 @@ is a quarter of a window's text tokens), as the server reads it.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
 active (default: the one it was trained with; the bundle's method selects and loads it, see
 `graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
-(default: the first; `graftwork.bundle.tasks`).
+(default: the first; `graftwork.bundle.tasks`). A text with nothing to read (empty, only
+whitespace or invisible characters) is refused, here, in `graft predict` and in the server
+(`blank_text`): a model would answer it with a confident label.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -23,11 +26,26 @@ from graftwork.bundle.tasks import task_folder
 from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data import windows
 from graftwork.data.readers import read_examples
-from graftwork.errors import BundleError
+from graftwork.errors import BundleError, GraftError
 from graftwork.inference.forward import evaluate_examples, predict_examples
 
 Backend = str  # "auto" or a name in graftwork.registry.BACKENDS (or an alias)
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
+# what a text with nothing to read is: spaces, line breaks, controls, invisible formatting
+BLANK = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+EMPTY = (
+    "is empty or only whitespace, which a model would still answer with a confident label; "
+    "remove it or give it text"
+)
+
+
+def blank_text(texts: list[str]) -> int | None:
+    """The index of the first text with nothing to read, or None."""
+    for index, text in enumerate(texts):
+        rest = text.strip()
+        if not rest or all(unicodedata.category(c) in BLANK for c in rest):
+            return index
+    return None
 
 
 class Predictor:
@@ -110,6 +128,9 @@ class Predictor:
 
         A long text's windows are joined by `aggregate`: "mean" or "max" of each label's
         logits (classification; NER reads each word from its best window)."""
+        index = blank_text(texts)
+        if index is not None:
+            raise GraftError(f"texts[{index}] {EMPTY}")
         examples = [self.task.from_text(t) for t in texts]
         return predict_examples(
             self.forward,
