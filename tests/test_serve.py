@@ -16,12 +16,11 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 
 from conftest import DATA, conll_sentences, tiny_recipe
 from graftwork.inference.predictor import load
 from graftwork.runs import finetune as pipeline
-from graftwork.serve import ServedModel, address, create_app, listen, make_config
+from graftwork.serve import ServedModel, address, create_app, listen, make_config, server
 from graftwork.tasks import ner
 
 TOKEN = "s3cret-token"
@@ -55,16 +54,17 @@ def predictors(tiny_bert, sst2_small, conll_small, tmp_path_factory):
 
 @contextmanager
 def running(predictors, token: str | None = None, **settings):
-    """The app for `predictors` under uvicorn in a thread; yields (base URL, served models)."""
-    config = make_config(host="127.0.0.1", port=0, **settings)
+    """The app for `predictors` under uvicorn (as `graft serve` runs it) in a thread; yields
+    (base URL, served models)."""
+    config = make_config(**{"host": "127.0.0.1", "port": 0, "log_level": "warning", **settings})
     models = [ServedModel(name, p, config) for name, p in predictors.items()]
     app = create_app(models, config, token=token)
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    uvicorn_server = server(app, config)
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = address(sock)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Authorization": f"Bearer {token}".encode()} if token else {}
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -77,7 +77,7 @@ def running(predictors, token: str | None = None, **settings):
             time.sleep(0.05)
         yield url, models
     finally:
-        server.should_exit = True
+        uvicorn_server.should_exit = True
         thread.join(15)
 
 

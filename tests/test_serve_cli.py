@@ -18,10 +18,12 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_recipe
-from graftwork.cli import app
+from graftwork.cli import app, main
 from graftwork.errors import GraftError
+from graftwork.inference.predictor import load
 from graftwork.runs import finetune as pipeline
 from graftwork.serve import load_models, make_config
+from graftwork.tasks import classification
 
 runner = CliRunner()
 
@@ -53,6 +55,34 @@ def test_every_flag_has_an_environment_variable():
     assert {f.replace("-", "_").upper() for f in flags} <= variables
 
 
+def graft(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`graft ARGS` as the console script runs it: (exit status, what it printed to stderr)."""
+    monkeypatch.setattr(sys, "argv", ["graft", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_a_token_set_but_empty_stops_graft_serve_before_it_starts(bundle, monkeypatch, capsys):
+    monkeypatch.setenv("GRAFT_API_TOKEN", "")
+    status, stderr = graft(monkeypatch, capsys, "serve", str(bundle), "--port", "0")
+    assert status == 2 and "GRAFT_API_TOKEN is set but empty" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_blank_texts_are_refused_by_predict_naming_where_they_are(
+    bundle, tmp_path, monkeypatch, capsys
+):
+    status, stderr = graft(monkeypatch, capsys, "predict", str(bundle), "a fine film", " ")
+    assert status == 2 and "text 2 is empty or only whitespace" in " ".join(stderr.split())
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "one"}\n{"text": ""}\n')
+    status, stderr = graft(monkeypatch, capsys, "predict", str(bundle), "x", "--input", str(inputs))
+    assert status == 2 and "text 2 is empty" in " ".join(stderr.split())
+    with pytest.raises(GraftError, match=r"texts\[1\] is empty or only whitespace"):
+        load(bundle).predict(["a fine film", "\u200b"])
+
+
 def lines_of(stream) -> queue.Queue:
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
@@ -72,7 +102,8 @@ def test_sigterm_drains_every_accepted_request(bundle):
         stdout = lines_of(proc.stdout)
         first = stdout.get(timeout=60)
         url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first).group(1)
-        assert "curl -s" in stdout.get(timeout=5) + stdout.get(timeout=5)
+        shown = stdout.get(timeout=5) + stdout.get(timeout=5)
+        assert "curl -s" in shown and classification.EXAMPLE in shown
         deadline = time.monotonic() + 30
         while httpx.get(f"{url}/ready").status_code != 200:
             assert time.monotonic() < deadline
@@ -98,7 +129,9 @@ def test_sigterm_drains_every_accepted_request(bundle):
         assert all(r.json()["outputs"][0]["label"] in ("0", "1") for r in responses)
         # uvicorn re-raises the signal once drained, so the parent sees how it ended
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-        assert "Traceback" not in proc.stderr.read()
+        stderr = proc.stderr.read()
+        assert "Traceback" not in stderr
+        assert "WARNING:  no API token: any program on this machine can use" in stderr
     finally:
         if proc.poll() is None:
             proc.kill()

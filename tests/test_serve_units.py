@@ -11,9 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import DATA
 from graftwork.data.windows import aggregate, merge_words, split_texts, split_words
 from graftwork.errors import GraftError
+from graftwork.inference.predictor import blank_text
 from graftwork.serve import make_config
 from graftwork.serve.batcher import Batcher, QueueFull
+from graftwork.serve.config import host_name
 from graftwork.serve.metrics import CONTENT_TYPE, ServerMetrics
+from graftwork.serve.schemas import request_model
 from graftwork.tasks import ner
 
 # The batcher ---------------------------------------------------------------------------------
@@ -208,6 +211,69 @@ def test_the_token_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
     token_file.write_text("  \n")
     with pytest.raises(GraftError, match="empty"):
         make_config(token_file=token_file).api_token()
+
+
+def test_a_token_set_but_empty_is_refused_not_read_as_no_auth(tmp_path, monkeypatch):
+    for empty in ("", "  \n"):
+        monkeypatch.setenv("GRAFT_API_TOKEN", empty)
+        with pytest.raises(GraftError, match="GRAFT_API_TOKEN is set but empty.*unset it"):
+            make_config().api_token()
+    monkeypatch.setenv("GRAFT_API_TOKEN", "  padded\n")
+    assert make_config().api_token() == "padded"
+    monkeypatch.setenv("GRAFT_API_TOKEN", "two\nlines")
+    with pytest.raises(GraftError, match="control character"):
+        make_config().api_token()
+    monkeypatch.delenv("GRAFT_API_TOKEN")
+    token_file = tmp_path / "token"
+    token_file.write_text("")
+    with pytest.raises(GraftError, match="is empty; put the token in it"):
+        make_config(token_file=token_file).api_token()
+
+
+def test_host_names_answered_depend_on_the_address_and_the_setting():
+    loopback = {"localhost", "127.0.0.1", "[::1]"}
+    assert make_config().host_allowlist() == loopback
+    assert make_config(host="::1").host_allowlist() == loopback
+    assert make_config(host="127.0.0.2").host_allowlist() == loopback | {"127.0.0.2"}
+    assert make_config(host="0.0.0.0").host_allowlist() is None  # reachable by name anyway
+    extra = make_config(host="0.0.0.0", allowed_hosts=" API.example:8080, fe80::1 ,")
+    assert extra.allowed_hosts == "api.example,[fe80::1]"
+    assert extra.host_allowlist() == loopback | {"0.0.0.0", "api.example", "[fe80::1]"}
+    assert make_config(allowed_hosts="*").host_allowlist() is None
+    with pytest.raises(GraftError, match=r"--allowed-hosts \(GRAFT_ALLOWED_HOSTS\)"):
+        make_config(allowed_hosts="http://x/")
+    assert [host_name(h) for h in ("[::1]:80", "Local:1", "a.b", "[::1", "")] == [
+        "[::1]",
+        "local",
+        "a.b",
+        "",
+        "",
+    ]
+
+
+# Inputs --------------------------------------------------------------------------------------
+
+
+def test_texts_with_nothing_to_read_are_found():
+    assert blank_text(["a fine film", "x\u200b"]) is None
+    assert blank_text(["ok", "", "  "]) == 1
+    assert blank_text(["ok", " \t\r\n\u3000"]) == 1
+    assert blank_text(["\u200b\ufeff\u00a0"]) == 0  # invisible format characters only
+
+
+def test_the_request_model_stops_at_its_limits_with_one_error():
+    from pydantic import ValidationError
+
+    model = request_model(max_inputs=4, max_input_chars=10)
+    for body in (
+        {"inputs": [1] * 3_000_000},  # not a string, and too many: one error, not millions
+        {f"k{i}": 1 for i in range(300_000)},
+    ):
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate(body)
+        assert caught.value.error_count() == 1
+    schema = model.model_json_schema()["properties"]["inputs"]
+    assert schema["maxItems"] == 4 and schema["items"]["maxLength"] == 10
 
 
 # Metrics -------------------------------------------------------------------------------------

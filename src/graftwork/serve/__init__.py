@@ -6,18 +6,24 @@
     run(app, sock, config)                        # uvicorn; SIGTERM drains, then returns
 
 The socket is bound before uvicorn starts so that errors (port taken) come out as one
-message, and so the address printed is the real one. Left out: TLS and worker processes.
+message, and so the address printed is the real one. `server` is uvicorn as `graft serve`
+runs it: the header deadline (`guard.protocol`), the connection limit, graceful shutdown, and
+graftwork's own log lines in uvicorn's format. Left out: TLS and worker processes.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import shlex
 import socket
 
+import uvicorn
+
 from graftwork.errors import GraftError
 from graftwork.serve.app import create_app
 from graftwork.serve.config import ServeConfig, make_config
+from graftwork.serve.guard import protocol
 from graftwork.serve.model import ServedModel, load_models
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "load_models",
     "make_config",
     "run",
+    "server",
 ]
 
 
@@ -76,12 +83,7 @@ def banner(models: list[ServedModel], sock: socket.socket, token: str | None) ->
     for model in models:
         lines.append(f"  {model.name} ({model.task_name}): {url}/v1/models/{model.name}/predict")
     first = models[0]
-    example = (
-        "EU rejects German call to boycott British lamb."
-        if first.task_name == "ner"
-        else ("a gripping, funny film")
-    )
-    body = '{"inputs": ["' + example + '"]}'
+    body = '{"inputs": ["' + first.predictor.task.EXAMPLE + '"]}'
     auth = f' -H "Authorization: Bearer {token}"' if token else ""
     lines.append(
         f"try: curl -s {local}/v1/models/{first.name}/predict"
@@ -91,17 +93,28 @@ def banner(models: list[ServedModel], sock: socket.socket, token: str | None) ->
     return lines
 
 
-def run(app, sock: socket.socket, config: ServeConfig) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish first (graceful shutdown)."""
-    import uvicorn
-
-    server = uvicorn.Server(
+def server(app, config: ServeConfig) -> uvicorn.Server:
+    """uvicorn with the server's connection settings; `run` serves with it."""
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # graftwork logs in its format
+    log_config["loggers"]["graftwork"] = {
+        "handlers": ["default"],
+        "level": config.log_level.upper(),
+        "propagate": False,
+    }
+    return uvicorn.Server(
         uvicorn.Config(
             app,
+            http=protocol(config.header_timeout),
+            limit_concurrency=config.max_connections,
+            log_config=log_config,
             log_level=config.log_level,
             access_log=config.access_log,
             lifespan="on",
             timeout_graceful_shutdown=math.ceil(config.request_timeout) + 5,
         )
     )
-    server.run(sockets=[sock])
+
+
+def run(app, sock: socket.socket, config: ServeConfig) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests finish first (graceful shutdown)."""
+    server(app, config).run(sockets=[sock])

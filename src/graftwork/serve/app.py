@@ -4,12 +4,15 @@
     GET  /v1/models, /v1/models/{name}, /health, /ready, /metrics, /openapi.json
 
 Every error is JSON, `{"error": {"message": ..., "type": ..., ...}}`, with the status that says
-what happened: 401 (token), 404 (model or route), 413 (body size), 422 (malformed JSON, wrong
-types, too many inputs or too long an input, with the offending `index`), 500 (the model
-failed on this request's batch), 503 (queue full, with Retry-After; or not ready), 504
-(timeout). A guard in front of the app checks the bearer token (constant-time comparison;
-every endpoint but /health needs it when a token is set) and the body size before anything
-is parsed.
+what happened: 400 (a Host not served), 401 (token), 404 (model or route), 408 (the body took
+too long), 413 (body size; more characters or windows than one request may have), 422
+(malformed JSON, wrong types, too many inputs, too long or an empty input, with the offending
+`index`), 500 (the model failed on this request's batch), 503 (queue full, with Retry-After;
+or not ready), 504 (timeout). Every limit is checked before the request waits for the model:
+the count and length of inputs by the request model itself (`schemas.request_model`), the
+rest here, the windows before they are queued (model.py). The guard in front of the app
+(guard.py) checks the Host, the token and the body before anything is parsed. A server
+started without a token says so in its log.
 
 Left out: the model work (model.py, batcher.py, windows.py) and starting uvicorn (__init__.py).
 """
@@ -17,7 +20,6 @@ Left out: the model work (model.py, batcher.py, windows.py) and starting uvicorn
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 from contextlib import asynccontextmanager, suppress
@@ -25,42 +27,32 @@ from functools import partial
 
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from graftwork.errors import GraftError
+from graftwork.inference.predictor import EMPTY, blank_text
 from graftwork.serve.batcher import QueueFull
 from graftwork.serve.config import ServeConfig
+from graftwork.serve.guard import Guard
 from graftwork.serve.metrics import CONTENT_TYPE as PROMETHEUS
 from graftwork.serve.metrics import ServerMetrics
-from graftwork.serve.model import ServedModel
+from graftwork.serve.model import ServedModel, TooManyWindows
 from graftwork.serve.schemas import (
+    ApiError,
     ModelInfo,
     ModelList,
     PredictRequest,
     PredictResponse,
     Status,
+    error_json,
     error_responses,
+    request_model,
 )
 
 log = logging.getLogger("graftwork.serve")
 
 EXAMPLE = '{"inputs": ["some text"]}'
 SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class ApiError(GraftError):
-    """An error answered to an HTTP client: status, a stable type, a message, extra fields."""
-
-    def __init__(self, status: int, kind: str, message: str, headers=None, **extra):
-        super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
-        self.headers, self.extra = headers or {}, extra
-
-
-def error_json(status: int, kind: str, message: str, headers=None, **extra) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, **extra}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class Server:
@@ -83,17 +75,36 @@ class Server:
             raise ApiError(404, "not_found", f"no model named '{name}'; served: {served}")
         return self.models[name]
 
+    # The limits: each error says which setting it is and what to do ---------------------------
+
+    def too_many_inputs(self, count: int) -> ApiError:
+        limit = self.config.max_inputs
+        return ApiError(
+            422,
+            "too_many_inputs",
+            f"inputs holds {count} texts; the limit is {limit} per request "
+            "(--max-inputs, GRAFT_MAX_INPUTS): send the rest in further requests",
+            index=limit,
+            limit=limit,
+        )
+
+    def too_long(self, index: int, length: int) -> ApiError:
+        limit = self.config.max_input_chars
+        return ApiError(
+            422,
+            "input_too_long",
+            f"inputs[{index}] has {length} characters; the limit is {limit} "
+            "(--max-input-chars, GRAFT_MAX_INPUT_CHARS): split the text",
+            index=index,
+            limit=limit,
+        )
+
+    @staticmethod
+    def empty(index: int) -> ApiError:
+        return ApiError(422, "empty_input", f"inputs[{index}] {EMPTY}", index=index)
+
     def check_limits(self, inputs: list[str]) -> None:
-        cfg = self.config
-        if len(inputs) > cfg.max_inputs:
-            raise ApiError(
-                422,
-                "too_many_inputs",
-                f"inputs holds {len(inputs)} texts; the limit is {cfg.max_inputs} per request "
-                "(--max-inputs, GRAFT_MAX_INPUTS): send the rest in further requests",
-                index=cfg.max_inputs,
-                limit=cfg.max_inputs,
-            )
+        """What the request model cannot check: valid Unicode, blank texts, the total size."""
         for i, text in enumerate(inputs):
             if SURROGATE.search(text):
                 raise ApiError(
@@ -103,16 +114,34 @@ class Server:
                     "send valid Unicode",
                     index=i,
                 )
-            if len(text) > cfg.max_input_chars:
-                raise ApiError(
-                    422,
-                    "input_too_long",
-                    f"inputs[{i}] has {len(text)} characters; the limit is "
-                    f"{cfg.max_input_chars} (--max-input-chars, GRAFT_MAX_INPUT_CHARS): "
-                    "split the text",
-                    index=i,
-                    limit=cfg.max_input_chars,
-                )
+        index = blank_text(inputs)
+        if index is not None:
+            raise self.empty(index)
+        total, limit = sum(len(text) for text in inputs), self.config.max_request_chars
+        if total > limit:
+            raise ApiError(
+                413,
+                "request_too_large",
+                f"inputs hold {total} characters in all; the limit is {limit} per request "
+                "(--max-request-chars, GRAFT_MAX_REQUEST_CHARS), so that a request is answered "
+                "within --request-timeout: send fewer or shorter texts per request",
+                limit=limit,
+            )
+
+    def invalid(self, errors: list[dict]) -> ApiError:
+        """A request model's validation errors as the limit's own error, or as invalid_request."""
+        first = errors[0]
+        loc = [part for part in first.get("loc", ()) if part != "body"]
+        kind = first.get("type")
+        if loc == ["inputs"] and kind == "too_long" and isinstance(first.get("input"), list):
+            return self.too_many_inputs(len(first["input"]))
+        if len(loc) == 2 and loc[0] == "inputs" and isinstance(loc[1], int):
+            if kind == "string_too_long":
+                return self.too_long(loc[1], len(first.get("input", "")))
+            if kind == "string_too_short":
+                return self.empty(loc[1])
+        message, extra = describe_validation(errors)
+        return ApiError(422, "invalid_request", message, **extra)
 
     async def predict(self, model: ServedModel, request: PredictRequest) -> list[dict]:
         """The model's answers, within the timeout; every outcome is counted."""
@@ -126,6 +155,16 @@ class Server:
             )
             code = 200
             return outputs
+        except TooManyWindows as exc:
+            code = 413
+            raise ApiError(
+                413,
+                "too_many_windows",
+                f"the inputs split into {exc.count} windows of {model.window} tokens; one "
+                f"request may have {exc.limit} (--max-request-windows, and --max-queue), so "
+                "that it is answered within --request-timeout: send fewer or shorter texts",
+                limit=exc.limit,
+            ) from None
         except QueueFull:
             code = 503
             raise ApiError(
@@ -171,86 +210,6 @@ class Server:
                 log.exception("model '%s' failed to warm up; /ready stays 503", model.name)
 
 
-class Guard:
-    """ASGI middleware: bearer token, body size, and the count of every error response."""
-
-    def __init__(self, app, server: Server, token: str | None):
-        self.app, self.server, self.token = app, server, token
-        self.max_body = server.config.max_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        errors = self.server.metrics.errors
-
-        async def counted(message):
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                errors.labels(str(message["status"])).inc()
-            await send(message)
-
-        if self.token is not None and scope["path"] != "/health" and not self.authorized(scope):
-            response = error_json(
-                401,
-                "unauthorized",
-                "missing or wrong API token: send the header 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            return await response(scope, receive, counted)
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            body = await self.read_body(scope, receive)
-            if body is None:
-                response = error_json(
-                    413,
-                    "body_too_large",
-                    f"the request body is over {self.max_body} bytes (--max-body-bytes, "
-                    "GRAFT_MAX_BODY_BYTES); send fewer texts per request",
-                    limit=self.max_body,
-                )
-                return await response(scope, receive, counted)
-            receive = _replay(body, receive)
-        await self.app(scope, receive, counted)
-
-    def authorized(self, scope) -> bool:
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                scheme, _, credential = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    credential.strip().encode("utf-8"), self.token.encode("utf-8")
-                )
-        return False
-
-    async def read_body(self, scope, receive) -> bytes | None:
-        """The whole body, or None if it is (or says it is) over the limit."""
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                return None
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
-
-
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 def describe_validation(errors: list[dict]) -> tuple[str, dict]:
     """A message naming the first problem (and the input's index), plus every problem."""
     first = errors[0]
@@ -269,7 +228,8 @@ def describe_validation(errors: list[dict]) -> tuple[str, dict]:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     if len(loc) >= 2 and loc[0] == "inputs" and isinstance(loc[1], int):
         extra["index"] = loc[1]
-    return f"{where or 'the body'}: {first.get('msg')}; send {EXAMPLE}", extra
+    reason = str(first.get("msg")).removeprefix("Value error, ")
+    return f"{where or 'the body'}: {reason}; send {EXAMPLE}", extra
 
 
 def _document_bearer(app: FastAPI) -> None:
@@ -289,12 +249,24 @@ def _document_bearer(app: FastAPI) -> None:
     app.openapi = openapi
 
 
+def no_token_warning(config: ServeConfig) -> str:
+    if config.loopback():
+        who = "any program on this machine can use the models"
+    else:
+        who = f"listening on {config.host}, anyone who can reach the port can use the models"
+    return f"no API token: {who}; set GRAFT_API_TOKEN or --token-file to require one"
+
+
 def create_app(models: list[ServedModel], config: ServeConfig, token: str | None = None):
     """The FastAPI app serving `models`; the lifespan starts and drains their batchers."""
     server = Server(models, config)
+    # the limits on inputs are in the request model, so validation stops at them
+    limited = request_model(config.max_inputs, config.max_input_chars)
 
     @asynccontextmanager
     async def lifespan(app):
+        if token is None:
+            log.warning(no_token_warning(config))
         for model in models:
             model.start(on_batch=partial(server.on_batch, model.name))
         warm = asyncio.create_task(server.warm_up())
@@ -323,12 +295,11 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return error_json(exc.status, exc.kind, exc.message, exc.headers, **exc.extra)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        message, extra = describe_validation(list(exc.errors()))
-        return error_json(422, "invalid_request", message, **extra)
+        return server.invalid(list(exc.errors())).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -341,12 +312,14 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_json(500, "internal", f"internal error ({type(exc).__name__}); see the log")
 
-    @app.get("/health", response_model=Status, tags=["status"])
+    @app.get("/health", response_model=Status, responses=error_responses(400), tags=["status"])
     async def health():
         """Liveness: the process answers (needs no token)."""
         return {"status": "ok"}
 
-    @app.get("/ready", response_model=Status, responses=error_responses(401, 503), tags=["status"])
+    @app.get(
+        "/ready", response_model=Status, responses=error_responses(400, 401, 503), tags=["status"]
+    )
     async def ready():
         """Readiness: every model is loaded and has run a warm-up batch."""
         waiting = [name for name, m in server.models.items() if not m.ready]
@@ -362,34 +335,38 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        responses={200: {"content": {PROMETHEUS: {}}}, **error_responses(401)},
+        responses={200: {"content": {PROMETHEUS: {}}}, **error_responses(400, 401)},
         tags=["status"],
     )
     async def metrics():
         """Prometheus metrics: requests, errors, queue depth, batch sizes, latencies."""
         return PlainTextResponse(server.metrics.render(), media_type=PROMETHEUS)
 
-    @app.get("/v1/models", response_model=ModelList, responses=error_responses(401))
+    @app.get("/v1/models", response_model=ModelList, responses=error_responses(400, 401))
     async def list_models():
         """Every served model with its task, labels, window settings and artifact."""
         return {"models": [m.describe() for m in server.models.values()]}
 
-    @app.get("/v1/models/{name}", response_model=ModelInfo, responses=error_responses(401, 404))
+    @app.get(
+        "/v1/models/{name}", response_model=ModelInfo, responses=error_responses(400, 401, 404)
+    )
     async def get_model(name: str = model_name):
         """One served model."""
         return server.model(name).describe()
 
-    @app.post(
-        "/v1/models/{name}/predict",
-        response_model=PredictResponse,
-        response_model_exclude_none=True,
-        responses=error_responses(401, 404, 413, 422, 500, 503, 504),
-    )
     async def predict(request: PredictRequest, name: str = model_name):
         """Labels with scores (classification) or entities with offsets (NER), one per input."""
         model = server.model(name)
         server.check_limits(request.inputs)
         outputs = await server.predict(model, request)
         return {"model": name, "task": model.task_name, "outputs": outputs}
+
+    predict.__annotations__["request"] = limited  # this server's limits, in /openapi.json
+    app.post(
+        "/v1/models/{name}/predict",
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        responses=error_responses(400, 401, 404, 408, 413, 422, 500, 503, 504),
+    )(predict)
 
     return app

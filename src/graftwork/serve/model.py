@@ -8,6 +8,9 @@ say otherwise (`data.windows.settings`). Requests of up to `INLINE_CHARS`
 characters are tokenized and decoded on the event loop (a thread hop would cost more than the
 work); larger ones in a text thread, with its own copy of the tokenizer (a fast tokenizer must
 not be used by two threads at once), so a long document does not hold up the event loop.
+A request whose windows are more than `--max-request-windows` (or the whole `--max-queue`) is
+refused before any of them is queued (`TooManyWindows`): alone in an empty queue it would
+otherwise be taken, and hold the model past its timeout.
 
 `forward` is the one place a batch meets the model: `inference.forward.logits_for` over the
 predictor's backend (`Predictor.forward`: PyTorch, ONNX or INT8 ONNX, whichever the bundle
@@ -35,6 +38,14 @@ from graftwork.serve.config import ServeConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop
+
+
+class TooManyWindows(Exception):
+    """A request splits into more windows than one request may have (refused, not queued)."""
+
+    def __init__(self, count: int, limit: int):
+        super().__init__(f"{count} windows, limit {limit}")
+        self.count, self.limit = count, limit
 
 
 class ServedModel:
@@ -93,7 +104,7 @@ class ServedModel:
 
     async def warm_up(self) -> None:
         """One short and one multi-window text through the whole path; then the model is ready."""
-        await self.predict(["warm up", "warm " * self.window])
+        await self.predict(["warm up", "warm " * self.window], capped=False)
         self.ready = True
 
     async def close(self) -> None:
@@ -105,19 +116,31 @@ class ServedModel:
 
     # Answers -------------------------------------------------------------------------------
 
+    @property
+    def max_windows(self) -> int:
+        """Windows one request may have: a bigger one could never be answered in time."""
+        return min(self.config.max_request_windows, self.config.max_queue)
+
     async def predict(
-        self, texts: list[str], top_k: int = 1, aggregate: str = "mean"
+        self, texts: list[str], top_k: int = 1, aggregate: str = "mean", capped: bool = True
     ) -> list[dict]:
-        """One answer per text; raises `QueueFull` or the model's error for its batch."""
+        """One answer per text; raises `TooManyWindows` (unless not `capped`: the warm-up),
+        `QueueFull` or the model's error for its batch."""
         if sum(len(t) for t in texts) <= INLINE_CHARS:
             docs = self._split(texts, self.predictor.tokenizer)
-            logits = await self.batcher.submit([f for doc in docs for f in doc.windows])
+            logits = await self.batcher.submit(self._windows(docs, capped))
             return self._answers(docs, logits, top_k, aggregate)
         loop = asyncio.get_running_loop()
         thread = self._text_thread
         docs = await loop.run_in_executor(thread, self._split, texts, self._text_tokenizer)
-        logits = await self.batcher.submit([f for doc in docs for f in doc.windows])
+        logits = await self.batcher.submit(self._windows(docs, capped))
         return await loop.run_in_executor(thread, self._answers, docs, logits, top_k, aggregate)
+
+    def _windows(self, docs: list[windows.Document], capped: bool) -> list[dict]:
+        features = [f for doc in docs for f in doc.windows]
+        if capped and len(features) > self.max_windows:
+            raise TooManyWindows(len(features), self.max_windows)
+        return features
 
     def _split(self, texts: list[str], tokenizer) -> list[windows.Document]:
         task = self.predictor.task

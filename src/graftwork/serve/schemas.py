@@ -3,19 +3,25 @@
 Requests are strict (no coercion of `"3"` to 3, unknown keys are errors) so a client's mistake
 comes back as a 422 that names it. Answers are what `graft predict` prints for the same text
 (each registered task's `Output` model), plus `windows`, the number of windows the text was
-split into; the answer union is built from the registry, so a new task brings its own.
+split into; the answer union is built from the registry, so a new task brings its own. Every
+error is an `ErrorResponse` (`ApiError`, `error_json`).
 
-Left out: server-side limits (they depend on the settings; app.py checks them and the
-descriptions name them).
+The limits on `inputs` (how many texts, how long each) are part of the request model that
+`request_model` builds from the settings, so validation stops at the first text over the limit
+(a body of millions of items costs one error, not millions) and /openapi.json states them.
+Left out: the limits that need the whole request (total characters and windows: app.py and
+model.py check them).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from graftwork import registry
+from graftwork.errors import GraftError
 
 
 class PredictRequest(BaseModel):
@@ -32,6 +38,39 @@ class PredictRequest(BaseModel):
         "mean",
         description="Classification of long texts: average the windows' logits, or take each "
         "label's maximum (a label strong in any window wins). NER ignores it.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_keys(cls, data: Any) -> Any:
+        """One error for a body of many unknown keys (pydantic would build one per key)."""
+        if isinstance(data, dict) and len(data) > len(cls.model_fields):
+            unknown = [str(key)[:40] for key in data if key not in cls.model_fields]
+            names = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            raise ValueError(
+                f"{len(data)} keys, {len(unknown)} of them unknown ({names}); a request has "
+                f"{', '.join(cls.model_fields)}"
+            )
+        return data
+
+
+def request_model(max_inputs: int, max_input_chars: int) -> type[PredictRequest]:
+    """`PredictRequest` with the server's limits on `inputs` in its schema."""
+    text = Annotated[str, Field(min_length=1, max_length=max_input_chars)]
+    return create_model(
+        "PredictRequest",
+        __base__=PredictRequest,
+        inputs=(
+            list[text],  # type: ignore[valid-type]
+            Field(
+                ...,
+                min_length=1,
+                max_length=max_inputs,
+                description=f"Texts to label: at most {max_inputs} (--max-inputs), each of 1 "
+                f"to {max_input_chars} characters (--max-input-chars) and not only whitespace.",
+                examples=PredictRequest.model_fields["inputs"].examples,
+            ),
+        ),
     )
 
 
@@ -83,6 +122,24 @@ class Status(BaseModel):
     status: str
 
 
+class ApiError(GraftError):
+    """An error answered to an HTTP client: status, a stable type, a message, extra fields."""
+
+    def __init__(self, status: int, kind: str, message: str, headers=None, **extra):
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+        self.headers, self.extra = headers or {}, extra
+
+    def response(self) -> JSONResponse:
+        return error_json(self.status, self.kind, self.message, self.headers, **self.extra)
+
+
+def error_json(status: int, kind: str, message: str, headers=None, **extra) -> JSONResponse:
+    """The response for every error: `{"error": {"message": ..., "type": ..., ...}}`."""
+    body = {"error": {"message": message, "type": kind, **extra}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -99,8 +156,10 @@ def error_responses(*codes: int) -> dict:
     """OpenAPI `responses` entries for the error statuses an endpoint can give."""
     reasons = {
         401: "Missing or wrong bearer token",
+        408: "The request body took longer than --body-timeout to arrive",
         404: "No such model",
-        413: "Request body too large",
+        400: "Host header not allowed (--allowed-hosts)",
+        413: "Request body too large, or more characters or windows than a request may hold",
         422: "Malformed JSON, wrong types, or a limit on inputs exceeded",
         500: "The model failed on the batch holding this request",
         503: "Queue full (see Retry-After), or not ready yet",
