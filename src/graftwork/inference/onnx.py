@@ -25,22 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
+from graftwork.bundle import Manifest
+
 ROWWISE = {"onnx-int8"}  # backends whose graph must see one row at a time
 
 
-def available(manifest: dict, name: str) -> bool:
-    return name in (manifest.get("artifacts") or {})
+def available(manifest: Manifest, name: str) -> bool:
+    return name in manifest.artifacts
 
 
 def load(predictor, name: str, threads: int | None):
     """`forward(batch) -> logits` over the bundle's `name` artifact."""
-    artifact = predictor.manifest["artifacts"][name]["path"]
+    artifact = predictor.manifest.artifacts[name]["path"]
     return forward_for(name, predictor.path / artifact, threads)
 
 
-def describe(manifest: dict, name: str) -> dict:
+def describe(manifest: Manifest, name: str) -> dict:
     rows = "each row alone" if name in ROWWISE else "whole batches"
-    return {"backend": name, "runs": rows, **(manifest.get("artifacts") or {}).get(name, {})}
+    return {"backend": name, "runs": rows, **manifest.artifacts.get(name, {})}
 
 
 def forward_for(name: str, path: Path, threads: int | None = None):
