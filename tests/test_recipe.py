@@ -143,3 +143,30 @@ def test_a_recipe_file_with_a_byte_order_mark_loads(tmp_path):
     path.write_bytes("\ufeffname: bom\ntrain: {epochs: 2}\n".encode())
     recipe = load_recipe(path)
     assert recipe.name == "bom" and recipe.train.epochs == 2
+
+
+def test_label_names_take_labels_as_yaml_reads_them(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task: {label_names: {0: negative, 1: positive}}\ndata: {iob: repair}\n")
+    recipe = load_recipe(path)
+    assert recipe.task.label_names == {"0": "negative", "1": "positive"}
+    assert recipe.data.iob == "repair" and load_recipe({}).data.iob == "strict"
+
+
+@pytest.mark.parametrize(
+    ("task", "problem"),
+    [
+        ({"type": "ner", "label_names": {"B-PER": "person"}}, "for classification labels"),
+        ({"label_names": {0: "same", 1: "same"}}, "two labels are named 'same'"),
+        ({"label_names": {1: True}}, "label 1: the name must be text .*quote it"),
+        ({"label_names": {True: "yes"}}, "give a label as the data spells it"),
+    ],
+)
+def test_bad_label_names_are_refused(task, problem):
+    with pytest.raises(RecipeError, match=rf"task.label_names: .*{problem}"):
+        load_recipe({"task": task})
+
+
+def test_iob_is_strict_or_repair():
+    with pytest.raises(RecipeError, match=r"data.iob: .*'strict' or 'repair'"):
+        load_recipe({"data": {"iob": "lenient"}})

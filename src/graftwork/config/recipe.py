@@ -68,9 +68,37 @@ class TaskConfig(_Section):
     text: str = Field("sentence", description="Column (name or 0-based index) with the text.")
     text_pair: str | None = Field(None, description="Second text column, for pair tasks.")
     label: str = Field("label", description="Column with the label.")
+    label_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Classification: names of labels as the training data spells them, e.g. "
+        "{0: negative, 1: positive}, shown by the bundle, predictions, report and server.",
+    )
+
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _label_names(cls, value: Any, info: ValidationInfo) -> Any:
+        """Keys as text (YAML reads `0:` as a number); one name per label, for classification."""
+        if not isinstance(value, dict) or not value:
+            return value
+        if info.data.get("type", "classification") != "classification":
+            raise ValueError("label names are for classification labels; NER keeps its tags")
+        out: dict[str, str] = {}
+        for key, name in value.items():
+            if isinstance(key, bool) or not isinstance(key, (int, str)):
+                raise ValueError(f"label {key!r}: give a label as the data spells it, e.g. 0")
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"label {key}: the name must be text (got {name!r}); quote it")
+            if name.strip() in out.values():
+                raise ValueError(f"two labels are named {name.strip()!r}; they would merge")
+            out[str(key).strip()] = name.strip()
+        return out
 
 
 class DataConfig(_Section):
+    """`iob` is strict by default: IOB2 data with a slip (an I-X with no B-X) is then a located
+    error rather than a silently different entity; `repair` is for data annotated the looser way
+    on purpose (WNUT-17), and its count of rewritten tags goes to the log and metrics.json."""
+
     train: str | None = None
     eval: str | None = None
     test: str | None = None
@@ -83,6 +111,9 @@ class DataConfig(_Section):
         None, ge=1, description="Train on a seeded random sample of this many examples."
     )
     on_bad_rows: Literal["error", "skip"] = "error"
+    iob: Literal["strict", "repair"] = Field(
+        "strict", description="NER: repair = read I-X after O/another type as B-X (conlleval)."
+    )
     drop_labels: list[str] = Field(
         default_factory=list,
         description="NER: entity types read as O in every split, e.g. [MISC] (B-MISC, I-MISC).",

@@ -14,8 +14,9 @@ from graftwork.errors import DataError
 IGNORE = -100
 
 
-def label_ids(examples: list[dict], key: str, label2id: dict[str, int], path: Path) -> list:
-    """Map labels to ids; a label training never saw is an error naming its line."""
+def label_ids(examples: list[dict], key: str, label2id: dict[str, int], path: Path | str) -> list:
+    """Map labels to ids; a label training never saw is an error naming its line (`path`: the
+    file as messages name it)."""
     out = []
     for example in examples:
         value = example.get(key)

@@ -2,28 +2,37 @@
 
 Formats: TSV (no quoting: SST-2's sentences contain `"`), CSV (standard quoting), JSON lines,
 and CoNLL column files (one token a line, blank line between sentences; token and tag column
-configurable, whitespace- or tab-separated). `read_examples` finds the format and hands the
-file to the task (`Task.read`), which picks the parser here that makes its examples: texts
-(`{"text", "text_pair", "label", "line"}`, by `read_table` or `read_text_jsonl`) or tagged
-words (`{"tokens", "tags", "line"}`, by `read_conll` or `read_tagged_jsonl`). With
+configurable, whitespace- or tab-separated). Every file is read as UTF-8, with or without a
+byte-order mark. `read_examples` finds the format and hands the file to the task (`Task.read`),
+which picks the parser here that makes its examples: texts (`{"text", "text_pair", "label",
+"line"}`, by `read_table` or `read_text_jsonl`) or tagged words (`{"tokens", "tags", "line"}`,
+by `read_conll` or `read_tagged_jsonl`). Labels follow `data.labels`: JSON label values are
+spelled one way, tags are IOB2 (`data.iob: repair` reads conlleval's looser sequences and
+counts the tags it rewrote), and `task.label_names` renames labels as they are read. With
 `on_bad_rows: skip` a bad row (or a whole bad sentence) is dropped and counted instead of
 stopping the run. `drop_entity_types` reads the tags of the named entity types as O (to align
-label sets across corpora: CoNLL-2003 without MISC is WikiANN's PER/ORG/LOC).
+label sets across corpora: CoNLL-2003 without MISC is WikiANN's PER/ORG/LOC). Messages name a
+file as the caller shows it (`shown`: a recipe path as written, see `RecipeBase.show_path`).
 
 Left out: tokenization (`encode.py`), and which task wants which parser (the tasks say).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graftwork import registry
-from graftwork.config.recipe import DataConfig, TaskConfig
+from graftwork.data.labels import LabelKinds, iob2_problem, json_label, repair_iob
 from graftwork.errors import DataError
+
+if TYPE_CHECKING:  # attributes only: importing the recipe here would import it with the readers
+    from graftwork.config.recipe import DataConfig, TaskConfig
 
 EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -33,18 +42,27 @@ class ReadResult:
     path: Path
     examples: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one message per dropped row, in line order
+    shown: str = ""  # the file as messages name it (default: its path)
+    repaired: int = 0  # tags rewritten to IOB2 (data.iob: repair)
+
+    def __post_init__(self):
+        self.shown = self.shown or str(self.path)
 
 
 class Rows:
     """Collects examples; raises on a bad row, or records it when skipping."""
 
-    def __init__(self, path: Path, skip: bool):
-        self.result = ReadResult(path)
+    def __init__(self, path: Path, skip: bool, shown: str | None = None):
+        self.result = ReadResult(path, shown=shown or "")
         self.skip = skip
         self.bad_lines: list[tuple[int, str]] = []
 
+    @property
+    def shown(self) -> str:
+        return self.result.shown
+
     def bad(self, line: int, problem: str, fix: str) -> None:
-        message = f"{self.result.path}, line {line}: {problem}"
+        message = f"{self.shown}, line {line}: {problem}"
         if not self.skip:
             raise DataError(f"{message}. {fix} (or set data.on_bad_rows: skip to drop such rows)")
         self.bad_lines.append((line, message))
@@ -55,12 +73,16 @@ class Rows:
 
 
 def _lines(path: Path, rows: Rows) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line without its newline), UTF-8 checked per line."""
+    """(1-based line number, decoded line without its newline), UTF-8 checked per line; a
+    byte-order mark at the start of the file is not part of its first line."""
+    if path.is_dir():
+        raise DataError(f"data file {rows.shown} is a folder; name a file in the recipe's data")
     if not path.is_file():
         raise DataError(
-            f"data file {path} does not exist; check the path in the recipe's data section"
+            f"data file {rows.shown} does not exist; check the path in the recipe's data section"
         )
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    content = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    for number, raw in enumerate(content.split(b"\n"), start=1):
         raw = raw.removesuffix(b"\r")
         try:
             yield number, raw.decode("utf-8")
@@ -80,15 +102,22 @@ def detect_format(path: Path, data: DataConfig, default: str) -> str:
 
 
 def read_examples(
-    path: Path, task: TaskConfig, data: DataConfig, require_labels: bool = True
+    path: Path,
+    task: TaskConfig,
+    data: DataConfig,
+    require_labels: bool = True,
+    shown: str | None = None,
 ) -> ReadResult:
-    """The examples of `path` for `task`, read by the task's parser (`Task.read`)."""
-    rows = Rows(Path(path), skip=data.on_bad_rows == "skip")
+    """The examples of `path` for `task`, read by the task's parser (`Task.read`); messages
+    name the file as `shown` (default: the path)."""
+    rows = Rows(Path(path), skip=data.on_bad_rows == "skip", shown=shown)
     kind = registry.task(task.type)
     fmt = detect_format(rows.result.path, data, kind.DEFAULT_FORMAT)
     kind.read(rows, fmt, task, data, require_labels)
     if not rows.result.examples:
-        raise DataError(f"{path}: no examples found; is it the right file and format ({fmt})?")
+        raise DataError(
+            f"{rows.shown}: no examples found; is it the right file and format ({fmt})?"
+        )
     return rows.finish()
 
 
@@ -102,14 +131,14 @@ def drop_entity_types(examples: list[dict], types: set[str]) -> None:
 # ---------------------------------------------------------------- texts
 
 
-def _column(spec: str, header: list[str] | None, path: Path, role: str) -> int:
+def _column(spec: str, header: list[str] | None, shown: str, role: str) -> int:
     if header is not None and spec in header:
         return header.index(spec)
     if spec.isdigit():
         return int(spec)
     known = f"columns in the header: {', '.join(header)}" if header else "a 0-based column number"
     raise DataError(
-        f"{path}: no column '{spec}' for the {role} (task.{role}); use one of the {known}"
+        f"{shown}: no column '{spec}' for the {role} (task.{role}); use one of the {known}"
     )
 
 
@@ -117,25 +146,25 @@ def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require
     """Texts and labels from a table: TSV (tabs, no quoting), else CSV-style commas (quoted
     only for `csv`); columns by header name or 0-based number (`task.text`, `task.label`)."""
     delimiter, quoted = ("\t" if fmt == "tsv" else ","), fmt == "csv"
-    path = rows.result.path
-    numbered = [(n, line) for n, line in _lines(path, rows) if line.strip()]
+    shown = rows.shown
+    numbered = [(n, line) for n, line in _lines(rows.result.path, rows) if line.strip()]
     if quoted:
         reader = csv.reader((line for _, line in numbered), delimiter=delimiter)
         records = [(numbered[i][0], rec) for i, rec in enumerate(reader)]
     else:
         records = [(n, line.split(delimiter)) for n, line in numbered]
     if not records:
-        raise DataError(f"{path}: the file is empty")
+        raise DataError(f"{shown}: the file is empty")
     header = None
     if data.header:
         header = [h.strip() for h in records[0][1]]
         records = records[1:]
     width = len(header) if header else len(records[0][1])
-    text_col = _column(task.text, header, path, "text")
-    pair_col = _column(task.text_pair, header, path, "text_pair") if task.text_pair else None
+    text_col = _column(task.text, header, shown, "text")
+    pair_col = _column(task.text_pair, header, shown, "text_pair") if task.text_pair else None
     label_col = None
     if require_labels or (header is not None and task.label in header):
-        label_col = _column(task.label, header, path, "label")
+        label_col = _column(task.label, header, shown, "label")
     elif header is None and task.label.isdigit() and int(task.label) < width:
         label_col = int(task.label)
     names = f" ({', '.join(header)})" if header else ""
@@ -162,7 +191,9 @@ def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require
 
 
 def read_text_jsonl(rows: Rows, task: TaskConfig, require_labels: bool):
-    """Texts and labels from JSON lines, one object each (fields named by `task`)."""
+    """Texts and labels from JSON lines, one object each (fields named by `task`); label values
+    spelled one way (`labels.json_label`), and all of one kind when labels are required."""
+    kinds = LabelKinds()
     for number, line in _lines(rows.result.path, rows):
         if not line.strip():
             continue
@@ -176,18 +207,38 @@ def read_text_jsonl(rows: Rows, task: TaskConfig, require_labels: bool):
                 number, f"field '{task.text}' is missing, empty or not a string", "Fix the record"
             )
             continue
-        label = record.get(task.label)
-        if label is None and require_labels:
-            rows.bad(number, f"field '{task.label}' (the label) is missing", "Add the label")
-            continue
+        value = record.get(task.label)
+        label = None if value is None else json_label(value)
+        if require_labels:
+            problem = _label_problem(task.label, value, label, kinds, number)
+            if problem:
+                rows.bad(number, *problem)
+                continue
         rows.result.examples.append(
             {
                 "text": text.strip(),
                 "text_pair": pair,
-                "label": None if label is None else str(label),
+                "label": None if label is None else label[0],
                 "line": number,
             }
         )
+
+
+def _label_problem(name: str, value, label, kinds: LabelKinds, number: int):
+    """(problem, fix) of a required JSON label, or None when it is fine."""
+    if value is None:
+        return f"field '{name}' (the label) is missing", "Add the label"
+    if label is None:
+        return (
+            f"field '{name}' (the label) is {json.dumps(value)[:40]}",
+            "Give a label as text, a number or true/false",
+        )
+    if not label[0]:
+        return "empty label", "Fill in the label"
+    mixed = kinds.mismatch(label[0], label[1], number)
+    if mixed:
+        return mixed, "Give every label in one form: all numbers, all text, or all true/false"
+    return None
 
 
 def _json_record(rows: Rows, number: int, line: str) -> dict | None:
@@ -205,33 +256,43 @@ def _json_record(rows: Rows, number: int, line: str) -> dict | None:
 # ---------------------------------------------------------------- tagged words
 
 
-def iob2_problem(tags: list[str]) -> tuple[int, str] | None:
-    """Index and description of the first tag that breaks IOB2, or None."""
-    previous = "O"
-    for i, tag in enumerate(tags):
-        if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
-            return i, f"tag '{tag}' is not O, B-TYPE or I-TYPE"
-        if tag.startswith("I-") and previous[2:] != tag[2:]:
-            return i, f"tag '{tag}' follows '{previous}'; IOB2 starts an entity with B-{tag[2:]}"
-        previous = tag
-    return None
+def _iob2(rows: Rows, tags: list[str], iob: str, where: list[int] | int) -> list[str] | None:
+    """`tags` in IOB2 (repaired first with `data.iob: repair`, and counted once kept), or None
+    after reporting the first bad tag at its line (`where`: each tag's line, or the record's)."""
+    repaired = 0
+    if iob == "repair":
+        tags, repaired = repair_iob(tags)
+    problem = iob2_problem(tags)
+    if problem:
+        index, text = problem
+        if isinstance(where, int):
+            rows.bad(where, f"token {index}: {text}", "Fix the tag")
+        else:
+            rows.bad(where[index], text, "Fix the tag")
+        return None
+    rows.result.repaired += repaired
+    return tags
+
+
+def _at(column: int, width: int) -> int | None:
+    """A column number (negative: from the end) as an index into `width` fields, if there."""
+    return column % width if -width <= column < width else None
 
 
 def read_conll(rows: Rows, data: DataConfig, require_labels: bool):
-    """Tagged sentences from a CoNLL column file (IOB2 checked when labels are required)."""
+    """Tagged sentences from a CoNLL column file. When labels are required, every line needs
+    its tag column (a line of one column has no tag, whatever its token says) and the tags are
+    IOB2 (checked, or repaired with `data.iob: repair`)."""
     tokens: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
 
     def flush():
         if tokens:
-            problem = iob2_problem(tags) if require_labels else None
-            if problem:
-                index, text = problem
-                rows.bad(lines[index], text, "Fix the tag")
-            else:
+            checked = _iob2(rows, list(tags), data.iob, lines) if require_labels else list(tags)
+            if checked is not None:
                 rows.result.examples.append(
-                    {"tokens": list(tokens), "tags": list(tags), "line": lines[0]}
+                    {"tokens": list(tokens), "tags": checked, "line": lines[0]}
                 )
         tokens.clear()
         tags.clear()
@@ -246,27 +307,38 @@ def read_conll(rows: Rows, data: DataConfig, require_labels: bool):
         if line.startswith("-DOCSTART-"):
             continue
         fields = line.split("\t") if "\t" in line else line.split()
-        try:
-            token = fields[data.token_column]
-            tag = fields[data.tag_column] if require_labels or len(fields) > 1 else "O"
-        except IndexError:
-            rows.bad(
-                number,
-                f"expected a token in column {data.token_column} and a tag in column "
-                f"{data.tag_column}, found {len(fields)} column(s)",
-                "Fix the line, or set data.token_column / data.tag_column",
-            )
+        problem = _conll_problem(fields, data, require_labels)
+        if problem:
+            rows.bad(number, problem, "Fix the line, or set data.token_column / data.tag_column")
             broken = True
             continue
         if broken:  # the rest of a sentence with a dropped line is dropped too
             continue
-        tokens.append(token.strip())
-        tags.append(tag.strip())
+        token_at, tag_at = _at(data.token_column, len(fields)), _at(data.tag_column, len(fields))
+        tokens.append(fields[token_at].strip())
+        tags.append(fields[tag_at].strip() if tag_at not in (None, token_at) else "O")
         lines.append(number)
     flush()
 
 
-def read_tagged_jsonl(rows: Rows, require_labels: bool):
+def _conll_problem(fields: list[str], data: DataConfig, require_labels: bool) -> str | None:
+    token_at, tag_at = _at(data.token_column, len(fields)), _at(data.tag_column, len(fields))
+    expected = f"a token in column {data.token_column} and a tag in column {data.tag_column}"
+    if token_at is None:
+        return f"expected {expected}, found {len(fields)} column(s)"
+    if require_labels and tag_at == token_at:
+        return (
+            f"no tag: the line has {len(fields)} column(s), so data.tag_column "
+            f"({data.tag_column}) is the token's own column; expected {expected}"
+        )
+    if require_labels and tag_at is None:
+        return (
+            f"no tag in data.tag_column ({data.tag_column}): the line has {len(fields)} column(s)"
+        )
+    return None
+
+
+def read_tagged_jsonl(rows: Rows, data: DataConfig, require_labels: bool):
     """Tagged sentences from JSON lines: `{"tokens": [...], "tags": [...]}` each."""
     for number, line in _lines(rows.result.path, rows):
         if not line.strip():
@@ -283,10 +355,9 @@ def read_tagged_jsonl(rows: Rows, require_labels: bool):
         if not isinstance(tags, list) or len(tags) != len(tokens):
             rows.bad(number, "field 'tags' must be a list as long as 'tokens'", "Fix the record")
             continue
-        problem = iob2_problem(tags)
-        if problem:
-            rows.bad(number, f"token {problem[0]}: {problem[1]}", "Fix the tag")
+        checked = _iob2(rows, [str(t) for t in tags], data.iob, number)
+        if checked is None:
             continue
         rows.result.examples.append(
-            {"tokens": [str(t) for t in tokens], "tags": [str(t) for t in tags], "line": number}
+            {"tokens": [str(t) for t in tokens], "tags": checked, "line": number}
         )

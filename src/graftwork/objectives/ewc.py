@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graftwork.bundle import read_manifest
 from graftwork.data.encode import IGNORE
+from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError, GraftError, RecipeError
 from graftwork.methods.base import refuse
 from graftwork.objectives.base import Hooks
@@ -156,7 +157,6 @@ def shared_parameters(model, previous_model, where: Path) -> list[tuple]:
 def training_sample(predictor, n: int, seed: int):
     """Up to `n` of task A's own training examples (seeded), encoded with A's label map."""
     from graftwork.config.recipe import load_recipe  # here: the recipe imports this module
-    from graftwork.data.readers import read_examples  # here: it imports the recipe
     from graftwork.data.sampling import subsample  # torch
 
     recipe_a = load_recipe(predictor.manifest["recipe"])
@@ -182,7 +182,6 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
     from safetensors.torch import load_file
 
     from graftwork.config.recipe import load_recipe  # here: the recipe imports this module
-    from graftwork.data.readers import read_examples  # here: it imports the recipe
     from graftwork.inference.forward import evaluate_sets, torch_forward  # torch
     from graftwork.inference.predictor import Predictor  # torch
 

@@ -39,14 +39,16 @@ class Task(Protocol):
         """Fill `rows` (a `data.readers.Rows`) with examples from its file in format `fmt`,
         with the parser of `data.readers` that makes this task's examples."""
 
-    def label_set(self, examples: list[dict]) -> list[str]:
-        """The label vocabulary, from the training examples, in a stable order."""
+    def label_set(self, examples: list[dict], names: dict[str, str] | None = None) -> list[str]:
+        """The label vocabulary, from the training examples, in a stable order (`names`: the
+        recipe's `task.label_names`, raw label → name, which `read` has applied)."""
 
     def from_text(self, text: str) -> dict:
         """An unlabelled example from a raw input text."""
 
-    def encode(self, tokenizer, examples, label2id, max_length: int, path: Path):
-        """(features, labels or None) for the model; unknown labels are located errors."""
+    def encode(self, tokenizer, examples, label2id, max_length: int, path: Path | str):
+        """(features, labels or None) for the model; unknown labels are located errors (`path`:
+        the file as messages name it)."""
 
     def evaluate(self, examples, features, logits, labels, id2label) -> dict:
         """Metrics (the HEADLINE among them) of logits against the gold labels (`labels`: the

@@ -1,6 +1,8 @@
 """Sentence (and sentence-pair) classification: one label per text.
 
-Data: TSV/CSV tables or JSON lines (`data.readers`). Metrics: accuracy and macro-F1
+Data: TSV/CSV tables or JSON lines (`data.readers`); `task.label_names` names the labels as
+they are read (`data.labels.name_labels`), so the model, its bundle and every answer carry the
+names, while the label ids keep the order of the raw labels. Metrics: accuracy and macro-F1
 (scikit-learn), plus the confusion matrix the report plots. Long texts are split into windows
 whose logits are averaged per label (or maximised: `aggregate="max"`).
 
@@ -17,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from graftwork.data import readers, windows
 from graftwork.data.encode import encode_texts, label_ids
+from graftwork.data.labels import name_labels
 from graftwork.tasks import softmax
 from graftwork.tasks.html import pyplot, svg
 
@@ -52,20 +55,27 @@ def read(rows, fmt: str, task, data, require_labels: bool) -> None:
         readers.read_text_jsonl(rows, task, require_labels)
     else:
         readers.read_table(rows, task, data, fmt, require_labels)
+    name_labels(rows.result.examples, task.label_names, rows.shown)
 
 
-def label_set(examples: list[dict]) -> list[str]:
-    labels = {e["label"] for e in examples}
-    if all(label.lstrip("-").isdigit() for label in labels):
-        return sorted(labels, key=int)
-    return sorted(labels)
+def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list[str]:
+    """Labels in the order of their raw values (numbers numerically, else alphabetically),
+    named by `names` (raw → name, as `read` named the examples' labels)."""
+    names = names or {}
+    raw_of = {name: raw for raw, name in names.items()}
+    found = {raw_of.get(e["label"], e["label"]) for e in examples}
+    if all(label.lstrip("-").isdigit() for label in found):
+        ordered = sorted(found, key=int)
+    else:
+        ordered = sorted(found)
+    return [names.get(label, label) for label in ordered]
 
 
 def from_text(text: str) -> dict:
     return {"text": text, "text_pair": None, "label": None, "line": 0}
 
 
-def encode(tokenizer, examples, label2id, max_length: int, path: Path):
+def encode(tokenizer, examples, label2id, max_length: int, path: Path | str):
     features = encode_texts(tokenizer, examples, max_length)
     labels = label_ids(examples, LABEL_KEY, label2id, path)
     return features, (labels if all(lab is not None for lab in labels) else None)

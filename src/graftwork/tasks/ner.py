@@ -8,6 +8,10 @@ into windows and each word takes its logits from the window that gives it the mo
 conlleval-compatible default, and the strict IOB2 mode alongside), with a per-type table for
 the report.
 
+Tags are IOB2; conlleval's looser reading (an I-X may start an entity) is accepted with
+`data.iob: repair`, which rewrites such tags to IOB2 as they are read. Entity types keep their
+names as the data spells them (`task.label_names` is for classification).
+
 Left out: nested entities, and schemes other than IOB2 (IOBES data must be converted).
 """
 
@@ -58,14 +62,14 @@ def model_class():
 
 def read(rows, fmt: str, task, data, require_labels: bool) -> None:
     if fmt == "jsonl":
-        readers.read_tagged_jsonl(rows, require_labels)
+        readers.read_tagged_jsonl(rows, data, require_labels)
     else:
         readers.read_conll(rows, data, require_labels)
     if data.drop_labels:
         readers.drop_entity_types(rows.result.examples, set(data.drop_labels))
 
 
-def label_set(examples: list[dict]) -> list[str]:
+def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list[str]:
     tags = {tag for e in examples for tag in e["tags"]}
     types = sorted({tag[2:] for tag in tags if tag != "O"})
     return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
@@ -82,7 +86,7 @@ def from_text(text: str) -> dict:
     }
 
 
-def encode(tokenizer, examples, label2id, max_length: int, path: Path):
+def encode(tokenizer, examples, label2id, max_length: int, path: Path | str):
     features = encode_words(tokenizer, examples, max_length)
     tags = label_ids(examples, LABEL_KEY, label2id, path)
     if any(t is None for t in tags):
