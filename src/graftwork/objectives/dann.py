@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graftwork import registry
 from graftwork.data.encode import IGNORE
+from graftwork.data.readers import read_examples
 from graftwork.errors import DataError, GraftError
 from graftwork.objectives.base import Hooks
 
@@ -117,7 +118,6 @@ def schedule(progress: float, gamma: float = 10.0) -> float:
 
 def read_target(recipe, config: DannConfig, tokenizer) -> list[dict]:
     """Encoded features of the (sampled) unlabelled target texts."""
-    from graftwork.data.readers import read_examples  # here: it imports the recipe schema
     from graftwork.data.sampling import subsample  # torch
 
     task = registry.task(recipe.task.type)
