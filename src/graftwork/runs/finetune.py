@@ -16,19 +16,20 @@ from pathlib import Path
 
 import torch
 
+from graftwork import registry
 from graftwork.backbones import load as backbones
 from graftwork.bundle import atomic, write_bundle
+from graftwork.config.recipe import Recipe, load_recipe
 from graftwork.data.encode import label_ids
+from graftwork.data.labels import check_training_labels
 from graftwork.data.readers import ReadResult, read_examples
 from graftwork.data.sampling import subsample
 from graftwork.errors import GraftError
 from graftwork.inference.forward import evaluate_sets, torch_forward
 from graftwork.machine import PeakMemory, describe
-from graftwork import registry
 from graftwork.methods import count_parameters
 from graftwork.methods.base import Finisher
 from graftwork.objectives import prepare as prepare_objective
-from graftwork.config.recipe import Recipe, load_recipe
 from graftwork.tasks.base import summary
 from graftwork.train import checkpoint
 from graftwork.train.loop import fit, make_accelerator, total_steps
@@ -81,11 +82,14 @@ def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | Non
         if require:
             raise GraftError(f"recipe {recipe.name}: data.{split} is required; give a file path")
         return None
-    result = read_examples(path, recipe.task, recipe.data)
+    shown = recipe.show_path(getattr(recipe.data, split))
+    result = read_examples(path, recipe.task, recipe.data, shown=shown)
     if result.skipped:
         log.warning(
-            "%s: skipped %d bad row(s); first: %s", path, len(result.skipped), result.skipped[0]
+            "%s: skipped %d bad row(s); first: %s", shown, len(result.skipped), result.skipped[0]
         )
+    if result.repaired:
+        log.info("%s: repaired %d tag(s) to IOB2 (data.iob: repair)", shown, result.repaired)
     return result
 
 
@@ -143,19 +147,21 @@ def read_splits(
     evals = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
     examples = subsample(train_data.examples, recipe.data.max_train_examples, recipe.train.seed)
     examples = examples + (extra or [])
-    labels = labels or task.label_set(examples)
+    if not labels:
+        labels = task.label_set(examples, recipe.task.label_names)
+        check_training_labels(labels, recipe.task.label_names, train_data.shown)
     label2id = {label: i for i, label in enumerate(labels)}
     features, targets = task.encode(
-        tokenizer, examples, label2id, recipe.data.max_length, train_data.path
+        tokenizer, examples, label2id, recipe.data.max_length, train_data.shown
     )
     for result in evals.values():  # fail on unseen labels now, not after training
-        label_ids(result.examples, task.LABEL_KEY, label2id, result.path)
+        label_ids(result.examples, task.LABEL_KEY, label2id, result.shown)
     log.info(
         "%s: %d training examples (%d labels) from %s",
         recipe.name,
         len(features),
         len(labels),
-        train_data.path,
+        train_data.shown,
     )
     return Splits(task, tokenizer, labels, train_data, features, targets, evals)
 
@@ -222,6 +228,9 @@ def train_and_save(
             "loss_history": state.loss_history,
             "skipped_rows": {
                 s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
+            },
+            "repaired_tags": {
+                s: r.repaired for s, r in {"train": splits.train, **splits.evals}.items()
             },
             "processes": accelerator.num_processes,
             "memory": memory.as_dict(),
