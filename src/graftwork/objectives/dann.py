@@ -199,6 +199,7 @@ class Dann:
     def loss(self, model, batch: dict):
         from graftwork.data.batching import collate  # torch
         from graftwork.objectives import layers  # torch
+        from graftwork.train.loop import summed_cross_entropy  # torch
 
         labels = batch.pop("labels")
         n = labels.shape[0]
@@ -215,7 +216,7 @@ class Dann:
         out = model(**joint, output_hidden_states=True)
         width = joint["input_ids"].shape[1]
         padded = layers.pad_batch({"labels": labels}, width, 0)["labels"]
-        task = layers.task_loss(out.logits[:n], padded)
+        task = summed_cross_entropy(out.logits[:n], padded)
         pooled = layers.mean_pool(out.hidden_states[-1], joint["attention_mask"])  # [n + m, H]
         logit = self.head(pooled).float()  # [n + m]
         domain_loss, hit = layers.domain_loss(logit, n, len(mine))

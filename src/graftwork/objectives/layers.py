@@ -81,16 +81,6 @@ def join(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], pad_i
     return {k: torch.cat([source[k], target[k]]) for k in source if k != "labels"}
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over labelled items (as `train.loop.summed_loss`)."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-
-
 def domain_loss(logit: torch.Tensor, n_source: int, n_target: int):
     """(binary cross-entropy of the domain logits [n_source + n_target], accuracy): source
     rows are domain 0, target rows domain 1."""

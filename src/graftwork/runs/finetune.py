@@ -38,7 +38,6 @@ log = logging.getLogger("graftwork")
 
 # recipe parts a checkpoint must agree with before resuming from it
 FINGERPRINT = ("backbone", "task", "data", "method", "objective")
-FINGERPRINT_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_accum", "seed")
 
 
 @dataclass
@@ -91,13 +90,6 @@ def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | Non
     if result.repaired:
         log.info("%s: repaired %d tag(s) to IOB2 (data.iob: repair)", shown, result.repaired)
     return result
-
-
-def fingerprint(recipe: Recipe) -> dict:
-    dumped = recipe.model_dump(mode="json")
-    out = {k: dumped[k] for k in FINGERPRINT}
-    out["train"] = {k: dumped["train"][k] for k in FINGERPRINT_TRAIN}
-    return out
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, main: bool) -> None:
@@ -203,7 +195,7 @@ def train_and_save(
             accelerator,
             run_dir,
             splits.tokenizer.pad_token_id,
-            fingerprint(recipe),
+            checkpoint.fingerprint(recipe, FINGERPRINT),
             resume=resume,
             loss_fn=loss_fn,
             on_step=on_step,

@@ -54,7 +54,7 @@ from graftwork.data.sampling import subsample
 from graftwork.errors import BackboneError, DataError, GraftError
 from graftwork.machine import describe
 from graftwork.runs.corpus import PretrainData, masked_sequences, read_corpus
-from graftwork.runs.finetune import FINGERPRINT_TRAIN, RunResult, _write_json, start
+from graftwork.runs.finetune import RunResult, _write_json, start
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
 from graftwork.train import checkpoint
 from graftwork.train.loop import fit, labelled, make_accelerator, summed_loss
@@ -236,11 +236,8 @@ def _carry_pooler(source: Path, out: Path, prefix: str) -> None:
 # ---------------------------------------------------------------- the run
 
 
-def fingerprint(recipe: PretrainRecipe) -> dict:
-    dumped = recipe.model_dump(mode="json")
-    out = {k: dumped[k] for k in ("backbone", "data", "mlm", "vocab")}
-    out["train"] = {k: dumped["train"][k] for k in FINGERPRINT_TRAIN}
-    return out
+# recipe parts a checkpoint must agree with before resuming from it
+FINGERPRINT = ("backbone", "data", "mlm", "vocab")
 
 
 def _terms(recipe: PretrainRecipe, tokenizer, documents: list[str]) -> list[str]:
@@ -324,7 +321,7 @@ def pretrain(
             accelerator,
             run_dir,
             pad_id,
-            fingerprint(recipe),
+            checkpoint.fingerprint(recipe, FINGERPRINT),
             resume=resume,
             loss_fn=mlm_loss,
         )

@@ -21,6 +21,8 @@ from graftwork.bundle import atomic
 from graftwork.errors import GraftError
 
 PREFIX = "step-"
+# training settings that change the data order or the updates: resuming needs the same ones
+FINGERPRINT_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_accum", "seed")
 
 
 @dataclass
@@ -35,6 +37,15 @@ class TrainState:
     running_loss: float = 0.0  # summed batch losses since the last logged point
     running_batches: int = 0
     fingerprint: dict = field(default_factory=dict)  # recipe parts that must not change
+
+
+def fingerprint(recipe, parts: tuple[str, ...]) -> dict:
+    """The parts of a recipe (a pydantic model) a checkpoint must agree with before resuming
+    from it: the sections `parts` whole, and `FINGERPRINT_TRAIN` of its `train` section."""
+    dumped = recipe.model_dump(mode="json")
+    out = {k: dumped[k] for k in parts}
+    out["train"] = {k: dumped["train"][k] for k in FINGERPRINT_TRAIN}
+    return out
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

@@ -5,7 +5,7 @@ data parallelism through `accelerate`. Batches are length-grouped; in data-paral
 process takes an interleaved share of the same global batch, so N processes see exactly the
 examples one process would, and the averaged gradient is the one-process gradient.
 The epoch's batch order is a pure function of (seed, epoch), which is what makes resume exact.
-What it leaves out: evaluation and saving the result (see `pipeline.py`).
+What it leaves out: evaluation and saving the result (see `runs/finetune.py`).
 """
 
 from __future__ import annotations
@@ -61,16 +61,21 @@ def labelled(labels: list) -> int:
     return len(labels)
 
 
-def summed_loss(model, batch: dict) -> torch.Tensor:
-    """Cross-entropy summed over labelled items (positions marked IGNORE do not count)."""
-    labels = batch.pop("labels")
-    logits = model(**batch).logits
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over labelled items (positions marked IGNORE do not count):
+    logits (..., labels), labels (...)."""
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
         labels.reshape(-1),
         ignore_index=IGNORE,
         reduction="sum",
     )
+
+
+def summed_loss(model, batch: dict) -> torch.Tensor:
+    """`summed_cross_entropy` of the model's logits for `batch` (its labels popped)."""
+    labels = batch.pop("labels")
+    return summed_cross_entropy(model(**batch).logits, labels)
 
 
 def out_of_time(deadline: float, state: TrainState, steps: int, accelerator) -> bool:
