@@ -26,8 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graftwork.bundle import atomic
 from graftwork import registry
+from graftwork.bundle import atomic
 from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError
 from graftwork.methods.base import files_bytes
@@ -35,7 +35,6 @@ from graftwork.registry import METHODS
 from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
-
 
 
 def parse_lrs(items: list[str]) -> dict[str, float]:
