@@ -77,7 +77,7 @@ TRAIN["checkpoint_every"] = EVERY
 GOLDEN = Path(__file__).parent / "golden" / "losses.json"
 # repeated runs on one CPU agree bit for bit; the tolerance leaves room for another CPU's
 # summation order, no more (a vocabulary one token different moves the losses only a little)
-RTOL = 1e-5  # repeat runs are bit-identical; 1e-5 leaves room for other CPUs (an AVX2-only run matched to 1e-6)
+RTOL = 1e-5  # an AVX2-only run (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS) matched to 1e-6
 UPDATE = os.environ.get("GRAFT_UPDATE_GOLDEN") == "1"
 UPDATE_COMMAND = (
     "GRAFT_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_matrix.py -p no:cacheprovider "
