@@ -24,6 +24,7 @@ from graftwork.backbones import layout
 from graftwork.config.compress import DistillConfig
 from graftwork.data.encode import IGNORE
 from graftwork.errors import GraftError
+from graftwork.train.loop import summed_cross_entropy
 
 log = logging.getLogger("graftwork")
 
@@ -102,7 +103,7 @@ def distill_loss(teacher, cfg: DistillConfig, layer_map: list[int] | None):
             log_target=True,
             reduction="sum",
         )
-        hard = F.cross_entropy(s_flat, flat_labels, ignore_index=IGNORE, reduction="sum")
+        hard = summed_cross_entropy(s_logits, labels)
         loss = cfg.alpha * t2 * soft + (1 - cfg.alpha) * hard
         if hidden:
             # per example: mean squared error over its real tokens, summed over layers

@@ -57,7 +57,7 @@ from graftwork.runs.corpus import PretrainData, masked_sequences, read_corpus
 from graftwork.runs.finetune import RunResult, _write_json, start
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
 from graftwork.train import checkpoint
-from graftwork.train.loop import fit, labelled, make_accelerator, summed_loss
+from graftwork.train.loop import fit, labelled, make_accelerator, summed_cross_entropy, summed_loss
 
 log = logging.getLogger("graftwork")
 
@@ -146,7 +146,7 @@ def mlm_loss(model, batch: dict, frozen_encoder: bool = False) -> torch.Tensor:
     with torch.no_grad() if frozen_encoder else nullcontext():
         hidden = model.base_model(**batch).last_hidden_state  # (batch, seq, hidden)
     logits = head(hidden[picked])  # (masked, vocab)
-    return torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction="sum")
+    return summed_cross_entropy(logits, labels[picked])
 
 
 def perplexity(model, features, labels, pad_id: int, batch_size: int, device) -> dict:
