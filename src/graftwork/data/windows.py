@@ -103,19 +103,27 @@ def model_limit(tokenizer, folder: str | Path) -> int | None:
 # ---------------------------------------------------------------- the pieces tasks use
 
 
-def split_texts(tokenizer, texts: list[str], window: int, stride: int) -> list[list[dict]]:
-    """Per text, its windows' features (`input_ids`, and `token_type_ids` if the model has them)."""
+def _overflow(tokenizer, inputs: list, window: int, stride: int, **options):
+    """The tokenizer's encoding of `inputs` cut into windows, and per window (its index in the
+    encoding, the input it comes from, its model features); `options` go to the tokenizer."""
     enc = tokenizer(
-        texts,
+        inputs,
         truncation=True,
         max_length=window,
         stride=stride,
         return_overflowing_tokens=True,
+        **options,
     )
-    out: list[list[dict]] = [[] for _ in texts]
     keys = model_inputs(enc)
-    for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
-        out[sample].append({k: enc[k][i] for k in keys})
+    samples = enc["overflow_to_sample_mapping"]
+    return enc, [(i, sample, {k: enc[k][i] for k in keys}) for i, sample in enumerate(samples)]
+
+
+def split_texts(tokenizer, texts: list[str], window: int, stride: int) -> list[list[dict]]:
+    """Per text, its windows' features (`input_ids`, and `token_type_ids` if the model has them)."""
+    out: list[list[dict]] = [[] for _ in texts]
+    for _, sample, feature in _overflow(tokenizer, texts, window, stride)[1]:
+        out[sample].append(feature)
     return out
 
 
@@ -127,19 +135,11 @@ def split_words(tokenizer, words: list[list[str]], window: int, stride: int) -> 
     offset 0 of its word is the first. (Checking the offset only there keeps a window that
     holds a whole text identical to `encode.first_pieces`, whatever a tokenizer's offsets say.)
     """
-    enc = tokenizer(
-        words,
-        is_split_into_words=True,
-        truncation=True,
-        max_length=window,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
+    enc, pieces = _overflow(
+        tokenizer, words, window, stride, is_split_into_words=True, return_offsets_mapping=True
     )
     out: list[list[dict]] = [[] for _ in words]
-    keys = model_inputs(enc)
-    for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
-        feature = {k: enc[k][i] for k in keys}
+    for i, sample, feature in pieces:
         word_ids = enc.word_ids(i)
         offsets = enc["offset_mapping"][i]
         content = [p for p, w in enumerate(word_ids) if w is not None]
