@@ -194,12 +194,7 @@ def read_text_jsonl(rows: Rows, task: TaskConfig, require_labels: bool):
     """Texts and labels from JSON lines, one object each (fields named by `task`); label values
     spelled one way (`labels.json_label`), and all of one kind when labels are required."""
     kinds = LabelKinds()
-    for number, line in _lines(rows.result.path, rows):
-        if not line.strip():
-            continue
-        record = _json_record(rows, number, line)
-        if record is None:
-            continue
+    for number, record in _json_records(rows):
         text = record.get(task.text)
         pair = record.get(task.text_pair) if task.text_pair else None
         if not isinstance(text, str) or not text.strip():
@@ -241,16 +236,21 @@ def _label_problem(name: str, value, label, kinds: LabelKinds, number: int):
     return None
 
 
-def _json_record(rows: Rows, number: int, line: str) -> dict | None:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        rows.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})", "Fix the record")
-        return None
-    if not isinstance(record, dict):
-        rows.bad(number, "a JSON line must be an object", "Write one {...} object per line")
-        return None
-    return record
+def _json_records(rows: Rows) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each JSON line of the file; blank lines are passed over, and
+    a line that is not a JSON object is reported as bad."""
+    for number, line in _lines(rows.result.path, rows):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})", "Fix the record")
+            continue
+        if not isinstance(record, dict):
+            rows.bad(number, "a JSON line must be an object", "Write one {...} object per line")
+            continue
+        yield number, record
 
 
 # ---------------------------------------------------------------- tagged words
@@ -340,12 +340,7 @@ def _conll_problem(fields: list[str], data: DataConfig, require_labels: bool) ->
 
 def read_tagged_jsonl(rows: Rows, data: DataConfig, require_labels: bool):
     """Tagged sentences from JSON lines: `{"tokens": [...], "tags": [...]}` each."""
-    for number, line in _lines(rows.result.path, rows):
-        if not line.strip():
-            continue
-        record = _json_record(rows, number, line)
-        if record is None:
-            continue
+    for number, record in _json_records(rows):
         tokens, tags = record.get("tokens"), record.get("tags")
         if not isinstance(tokens, list) or not tokens:
             rows.bad(number, "field 'tokens' must be a non-empty list", "Fix the record")
