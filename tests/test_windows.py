@@ -113,7 +113,7 @@ def test_a_long_document_gets_one_answer_from_every_path(runs, task, tmp_path):
 
     config = make_config()
     model = ServedModel(task, predictor, config)
-    with TestClient(create_app([model], config)) as client:
+    with TestClient(create_app([model], config), base_url="http://127.0.0.1") as client:
         response = client.post(f"/v1/models/{task}/predict", json={"inputs": [doc]})
     assert response.status_code == 200, response.text
     served = response.json()["outputs"][0]
