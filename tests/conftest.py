@@ -7,6 +7,7 @@ session on real SST-2 and CoNLL-2003 text, saved as a Hugging Face folder with s
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,28 @@ def conll_sentences(path: Path, count: int) -> str:
     return "\n\n".join(blocks[:count]).strip("\n") + "\n"
 
 
+def fixed_vocab(trained, corpus: list[str]) -> dict[str, int]:
+    """A vocabulary the same in every process, of the trained one's size: the WordPiece trainer
+    breaks ties differently in each process (a token of the 800 and the ids of many change,
+    which moves every loss and made thresholds flaky). Here: the special tokens, every
+    character alone and as `##` continuation, then the most frequent words (ties in spelling
+    order)."""
+    words: Counter = Counter()
+    for text in corpus:
+        normal = trained.normalizer.normalize_str(text)
+        words.update(w for w, _ in trained.pre_tokenizer.pre_tokenize_str(normal))
+    chars = sorted({c for w in words for c in w})
+    by_id = sorted(trained.get_vocab().items(), key=lambda item: item[1])
+    vocab = [t for t, _ in by_id if t.startswith("[") and t.endswith("]")]
+    vocab += [c for c in chars if c not in vocab] + ["##" + c for c in chars]
+    common = sorted(words.items(), key=lambda item: (-item[1], item[0]))
+    size = trained.get_vocab_size()
+    vocab += [w for w, _ in common if len(w) > 1][: size - len(vocab)]
+    assert len(vocab) == size == len(set(vocab)), (len(vocab), size)
+    assert [t for t, _ in by_id[:5]] == vocab[:5]  # the specials keep their ids
+    return {token: i for i, token in enumerate(vocab)}
+
+
 def build_tiny_bert(folder: Path, dropout: float) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -51,6 +74,7 @@ def build_tiny_bert(folder: Path, dropout: float) -> Path:
     tok.train_from_iterator(
         corpus, trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials)
     )
+    tok.model = models.WordPiece(fixed_vocab(tok, corpus), unk_token="[UNK]")
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
