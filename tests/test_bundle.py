@@ -25,6 +25,12 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def write(folder):
+    """The files every bundle's manifest must cover: the config and the weights."""
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+
+
 @pytest.fixture
 def umask():
     """The umask in force (read by setting and restoring it)."""
@@ -82,13 +88,10 @@ def test_place_moves_a_finished_folder_over_an_existing_one(tmp_path):
 
 
 def test_a_written_bundle_reads_back_with_its_manifest(tmp_path, umask):
-    def write(folder):
-        (folder / "config.json").write_text("{}")
-
     bundle = write_bundle(tmp_path / "bundle", write, {"name": "tiny", "task": "classification"})
     manifest = read_manifest(bundle)
     assert manifest["name"] == "tiny" and manifest["task"] == "classification"
-    assert set(manifest["files"]) == {"config.json"}
+    assert set(manifest["files"]) == {"config.json", "model.safetensors"}
     assert mode(bundle / "graftwork.json") == 0o666 & ~umask
 
 
@@ -96,9 +99,6 @@ def test_a_written_bundle_reads_back_with_its_manifest(tmp_path, umask):
 
 
 def test_the_manifest_reads_by_attribute_and_keeps_keys_it_does_not_know(tmp_path):
-    def write(folder):
-        (folder / "config.json").write_text("{}")
-
     extra = {"mask_ratio": 0.15, "from_a_newer_graftwork": {"x": [1, 2]}}
     bundle = write_bundle(tmp_path / "b", write, {"name": "n", "task": "mlm", **extra})
     manifest = read_manifest(bundle)
@@ -113,9 +113,6 @@ def test_the_manifest_reads_by_attribute_and_keeps_keys_it_does_not_know(tmp_pat
 
 
 def test_the_manifest_still_reads_as_the_dict_it_was(tmp_path):
-    def write(folder):
-        (folder / "config.json").write_text("{}")
-
     bundle = write_bundle(tmp_path / "b", write, {"name": "n", "recipe": {"task": {"type": "x"}}})
     manifest = read_manifest(bundle)
     assert manifest["recipe"] == {"task": {"type": "x"}} and manifest.get("name") == "n"
@@ -127,9 +124,6 @@ def test_the_manifest_still_reads_as_the_dict_it_was(tmp_path):
 
 
 def test_a_multitask_manifest_names_each_tasks_folder(tmp_path):
-    def write(folder):
-        (folder / "config.json").write_text("{}")
-
     tasks = {
         "sst": {"type": "classification", "path": "."},
         "ner": {"type": "ner", "path": "t/ner"},
@@ -142,9 +136,6 @@ def test_a_multitask_manifest_names_each_tasks_folder(tmp_path):
 
 
 def test_a_manifest_of_the_wrong_shape_is_a_bundle_error_naming_the_key(tmp_path):
-    def write(folder):
-        (folder / "config.json").write_text("{}")
-
     bundle = write_bundle(tmp_path / "b", write, {"name": "n"})
     data = json.loads((bundle / MANIFEST).read_text())
     data["labels"] = "not a list"
@@ -154,3 +145,65 @@ def test_a_manifest_of_the_wrong_shape_is_a_bundle_error_naming_the_key(tmp_path
     with pytest.raises(BundleError, match="multitask.tasks"):
         write_bundle(tmp_path / "c", write, {"multitask": {"sampling": "equal"}})
     assert not (tmp_path / "c").exists()
+
+
+# A manifest that cannot vouch for what loads ------------------------------------------------
+
+
+def edited_manifest(tmp_path, edit):
+    """A written bundle whose weights were then replaced and whose manifest `edit` changed."""
+    bundle = write_bundle(tmp_path / "b", write, {"name": "n", "task": "classification"})
+    data = json.loads((bundle / MANIFEST).read_text())
+    edit(data)
+    (bundle / MANIFEST).write_text(json.dumps(data))
+    (bundle / "model.safetensors").write_bytes(b"tampered")
+    return bundle
+
+
+def test_a_manifest_without_files_is_a_damaged_bundle(tmp_path):
+    bundle = edited_manifest(tmp_path, lambda data: data.pop("files"))
+    with pytest.raises(BundleError) as error:
+        read_manifest(bundle)
+    assert str(error.value) == (
+        f"bundle {bundle}: its graftwork.json lists no files ('files' is missing), so what "
+        "loads cannot be checked against what was written; the bundle is damaged. Re-create it "
+        "(graft train), or load it with verify=False if you trust where it came from"
+    )
+    assert read_manifest(bundle, verify=False).name == "n"  # the way out it names
+
+
+def test_a_manifest_with_empty_files_is_a_damaged_bundle(tmp_path):
+    bundle = edited_manifest(tmp_path, lambda data: data.update(files={}))
+    with pytest.raises(BundleError, match=r"lists no files \('files' is empty\).*damaged"):
+        read_manifest(bundle)
+
+
+def test_a_manifest_that_does_not_list_the_weights_is_a_damaged_bundle(tmp_path):
+    bundle = edited_manifest(tmp_path, lambda data: data["files"].pop("model.safetensors"))
+    with pytest.raises(
+        BundleError,
+        match=r"does not list model.safetensors or model.safetensors.index.json in its 'files'",
+    ):
+        read_manifest(bundle)
+
+
+def test_a_manifest_that_does_not_list_the_config_is_a_damaged_bundle(tmp_path):
+    bundle = edited_manifest(tmp_path, lambda data: data["files"].pop("config.json"))
+    with pytest.raises(BundleError, match=r"does not list config.json in its 'files'"):
+        read_manifest(bundle)
+
+
+def test_a_manifest_that_does_not_list_an_onnx_artifact_is_a_damaged_bundle(tmp_path):
+    def add_artifact(data):
+        data["artifacts"] = {"onnx-int8": {"path": "onnx/model-int8.onnx"}}
+
+    bundle = edited_manifest(tmp_path, add_artifact)
+    (bundle / "model.safetensors").write_bytes(b"weights")  # only the artifact is unlisted
+    with pytest.raises(BundleError, match=r"does not list onnx/model-int8.onnx in its 'files'"):
+        read_manifest(bundle)
+
+
+def test_a_bundle_path_that_is_a_file_is_not_said_to_be_missing(tmp_path):
+    bundle = write_bundle(tmp_path / "b", write, {"name": "n"})
+    with pytest.raises(BundleError, match=r"model.safetensors is a file, not a bundle folder"):
+        read_manifest(bundle / "model.safetensors")

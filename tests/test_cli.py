@@ -10,8 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import graftwork
 from conftest import tiny_recipe
-from graftwork.cli import app
+from graftwork.cli import app, render
+from graftwork.errors import BundleError, DataError
 
 runner = CliRunner()
 
@@ -24,6 +26,7 @@ def bundle(tiny_bert, sst2_small, tmp_path_factory):
     result = runner.invoke(app, ["run", str(recipe), "train.epochs=0.5", "name=cli"])
     assert result.exit_code == 0, result.output
     assert "cli: results" in result.output and "accuracy" in result.output
+    assert f"report: {folder / 'cli' / 'report.html'}" in result.output
     return folder / "cli" / "bundle"
 
 
@@ -75,3 +78,84 @@ def test_user_errors_are_one_message_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "error: recipe file" in proc.stderr and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --input files, `graft info`, `graft train`, and what a bundle path can be -------------------
+
+
+def test_predict_input_of_a_binary_file_is_a_located_error(bundle, tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"PK\x03\x04\x00\x00\n\x89\xff\xfe")
+    result = runner.invoke(app, ["predict", str(bundle), "--input", str(binary)])
+    assert result.exit_code != 0 and isinstance(result.exception, DataError)
+    message = str(result.exception)
+    assert f"--input {binary}, line 2: byte 0x89 at column 1 is not UTF-8" in message
+    assert "looks like a binary file" in message and "one text a line" in message
+
+
+def test_predict_input_jsonl_with_a_byte_order_mark_is_read(bundle, tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8-sig")
+    result = runner.invoke(app, ["predict", str(bundle), "--input", str(inputs)])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["one", "two"]
+
+
+def test_info_shows_each_artifacts_recorded_parity_in_full(capsys):
+    checked = "400 examples of ${GRAFT_DATA}/sst2/a-long-folder-name/and-a-longer-file-name.tsv"
+    artifacts = {
+        "onnx-fp32": {
+            "path": "onnx/model.onnx",
+            "max_abs_logit_diff": 2.1e-6,
+            "label_agreement": 1.0,
+            "checked_on": checked,
+        },
+        "onnx-int8": {
+            "path": "onnx/model-int8.onnx",
+            "max_abs_logit_diff": 0.0734,
+            "label_agreement": 0.985,
+            "metric": "accuracy",
+            "pytorch": 0.9125,
+            "int8": 0.9075,
+            "change_points": -0.5,
+            "checked_on": checked,
+        },
+    }
+    render.manifest({"name": "b", "labels": ["0", "1"], "artifacts": artifacts, "files": {}})
+    shown = capsys.readouterr().out.splitlines()
+    assert "  parity: label agreement 1.0000, max |Δlogit| 2.10e-06" in shown
+    assert (
+        "  parity: label agreement 0.9850, max |Δlogit| 7.34e-02, "
+        "accuracy 0.9125 → 0.9075 (-0.50 pts)"
+    ) in shown
+    assert f"  checked on: {checked}" in shown  # one line, however long
+
+
+def test_train_prints_no_report_it_did_not_write(tiny_bert, sst2_small, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sst2_small, tmp_path)))
+    result = runner.invoke(app, ["train", str(recipe), "data.max_train_examples=32"])
+    assert result.exit_code == 0, result.output
+    assert f"bundle: {tmp_path / 'tiny' / 'bundle'}" in result.output
+    assert "report:" not in result.output and not (tmp_path / "tiny" / "report.html").exists()
+
+
+def test_a_bundle_path_that_is_a_file_is_named_as_a_file(bundle):
+    result = runner.invoke(app, ["info", str(bundle / "model.safetensors")])
+    assert isinstance(result.exception, BundleError)
+    assert "model.safetensors is a file, not a bundle folder" in str(result.exception)
+    assert "does not exist" not in str(result.exception)
+
+
+def test_loading_a_bundle_prints_nothing_and_leaves_transformers_settings(bundle, capfd):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()  # as a fresh process has them (this one ran a run)
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    answers = graftwork.load(bundle, backend="torch").predict(["a fine film"])
+    assert answers[0]["label"] in ("0", "1")
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert hf_logging.get_verbosity() == hf_logging.WARNING
+    assert hf_logging.is_progress_bar_enabled()

@@ -4,6 +4,8 @@ A name is one of: a packaged short name (`minilm-l6`, resolved from an installed
 package that carries the weights), a local folder in Hugging Face format, or a hub id (only
 when the machine is online). Safety rules: only safetensors weights are loaded unless the
 recipe says `allow_pickle: true`, and `trust_remote_code` is off unless the recipe turns it on.
+Loading is quiet (`quiet.py`): transformers' progress bars and load reports stay out of the
+user's output, whoever calls.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from graftwork.backbones.quiet import quiet
 from graftwork.config.recipe import BackboneConfig
 from graftwork.errors import BackboneError
 
@@ -93,9 +96,10 @@ def load_tokenizer(folder: Path, config: BackboneConfig):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(folder), trust_remote_code=config.trust_remote_code
-        )
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(folder), trust_remote_code=config.trust_remote_code
+            )
     except Exception as exc:
         raise BackboneError(f"backbone {config.name}: cannot load its tokenizer: {exc}") from None
     if tokenizer.pad_token is None:  # decoder-only models (GPT-2 family) have none
@@ -106,14 +110,15 @@ def load_tokenizer(folder: Path, config: BackboneConfig):
 def load_model(folder: Path, config: BackboneConfig, model_class, labels: list[str], tokenizer):
     """Load `model_class` (an AutoModelFor… class) with a fresh head for `labels`."""
     try:
-        model = model_class.from_pretrained(
-            str(folder),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            use_safetensors=not config.allow_pickle,
-            trust_remote_code=config.trust_remote_code,
-        )
+        with quiet():
+            model = model_class.from_pretrained(
+                str(folder),
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                use_safetensors=not config.allow_pickle,
+                trust_remote_code=config.trust_remote_code,
+            )
     except Exception as exc:
         raise BackboneError(f"backbone {config.name}: cannot load from {folder}: {exc}") from None
     if getattr(model.config, "pad_token_id", None) is None:

@@ -35,6 +35,8 @@ from graftwork.errors import BundleError
 
 MANIFEST = "graftwork.json"
 FORMAT = "graftwork-bundle/1"
+CONFIG = "config.json"
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # what a bundle's model loads
 
 
 class _Record(BaseModel):
@@ -150,10 +152,32 @@ def save_manifest(folder: Path, manifest: Manifest) -> Path:
     return atomic.write_json(Path(folder) / MANIFEST, manifest.dump())
 
 
+def unverifiable(manifest: Manifest) -> str | None:
+    """What a manifest's `files` fails to cover of what loading reads (None: it covers it):
+    the config, the weights (one file or a sharded index) and every ONNX artifact."""
+    files = manifest.files
+    if not files:
+        return f"lists no files ('files' is {'empty' if 'files' in manifest else 'missing'})"
+    missing = [] if CONFIG in files else [CONFIG]
+    if not any(name in files for name in WEIGHTS):
+        missing.append(" or ".join(WEIGHTS))
+    missing += [
+        a["path"] for a in manifest.artifacts.values() if a.get("path") and a["path"] not in files
+    ]
+    return f"does not list {', '.join(missing)} in its 'files'" if missing else None
+
+
 def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
-    """The bundle's manifest; with `verify`, every file it lists is checked against its sha256."""
+    """The bundle's manifest; with `verify`, every file it lists is checked against its sha256,
+    and a manifest that does not list the config, the weights and the ONNX artifacts is a
+    damaged bundle (tampered weights would otherwise load unchecked)."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
+    if bundle.is_file():
+        raise BundleError(
+            f"bundle {bundle} is a file, not a bundle folder; pass the folder a run wrote "
+            "(runs/NAME/bundle), not a file inside it"
+        )
     if not bundle.is_dir():
         raise BundleError(
             f"bundle {bundle} does not exist; pass the folder a run wrote (runs/NAME/bundle)"
@@ -168,6 +192,13 @@ def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
         raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged") from None
     manifest = validate(data, path)
     if verify:
+        unlisted = unverifiable(manifest)
+        if unlisted:
+            raise BundleError(
+                f"bundle {bundle}: its {MANIFEST} {unlisted}, so what loads cannot be checked "
+                "against what was written; the bundle is damaged. Re-create it (graft train), or "
+                "load it with verify=False if you trust where it came from"
+            )
         for rel, expected in manifest.files.items():
             file = bundle / rel
             if not file.is_file():

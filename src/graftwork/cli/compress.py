@@ -11,13 +11,14 @@ from pathlib import Path
 
 import typer
 
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.bundle import read_manifest
 from graftwork.cli import render
 from graftwork.cli.inputs import OVERRIDES, RESUME
 from graftwork.errors import GraftError
 from graftwork.export import export_bundle
 from graftwork.runs.distill import distill as run_distill
-from graftwork.runs.finetune import quiet_libraries, setup_logging
+from graftwork.runs.finetune import setup_logging
 from graftwork.runs.prune import prune_bundle
 from graftwork.tasks.base import headline
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from graftwork.data.text import text_lines
 from graftwork.errors import GraftError
 from graftwork.serve.config import BACKEND_HELP
 
@@ -27,14 +28,19 @@ TASK = typer.Option(None, "--task", help="Multi-task bundles: which task (defaul
 
 
 def read_texts(path: Path) -> list[str]:
-    """The texts of an --input file: one a line, or JSON lines with a 'text' string."""
+    """The texts of an --input file: one a line, or JSON lines with a 'text' string (UTF-8,
+    with or without a byte-order mark)."""
+    if path.is_dir():
+        raise GraftError(f"--input {path} is a folder; give a file with one text a line")
     if not path.is_file():
         raise GraftError(f"--input {path} does not exist")
+    jsonl = path.suffix in (".jsonl", ".json")
+    expected = 'JSON lines with a "text" string' if jsonl else "one text a line"
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text_lines(path, f"--input {path}", expected), start=1):
         if not line.strip():
             continue
-        if path.suffix in (".jsonl", ".json"):
+        if jsonl:
             try:
                 text = json.loads(line).get("text")
             except (json.JSONDecodeError, AttributeError):

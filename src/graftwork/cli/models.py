@@ -37,7 +37,8 @@ def evaluate(
     if as_json:
         render.as_json(results)
         return
-    keys = [k for k in predictor.task.SHOWN if k in next(iter(results.values()))]
+    first = next(iter(results.values()))
+    keys = [k for k in (*predictor.task.SHOWN, "repaired_tags") if k in first]
     render.evaluations(f"{bundle}", results, keys)
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console()
@@ -32,8 +33,9 @@ def _number(value, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def results(result) -> None:
-    """A run's metrics per split, forgetting of the previous task (EWC), speed and size."""
+def results(result, report: bool = False) -> None:
+    """A run's metrics per split, forgetting of the previous task (EWC), speed and size; then
+    where the bundle is, and the report when the verb wrote one (`graft run` does)."""
     rows = [
         (split, key, f"{value:.4f}")
         for split in ("eval", "test")
@@ -58,7 +60,10 @@ def results(result) -> None:
         )
     )
     table(f"{result.recipe.name}: results", ("split", "metric", "value"), rows, left=2)
-    out.print(f"bundle: {result.bundle}\nreport: {result.run_dir / 'report.html'}")
+    written = [f"bundle: {result.bundle}"]
+    if report:
+        written.append(f"report: {result.run_dir / 'report.html'}")
+    lines(written)
 
 
 def pretraining(result) -> None:
@@ -75,8 +80,17 @@ def pretraining(result) -> None:
 
 
 def evaluations(title: str, results: dict[str, dict], keys: Sequence[str]) -> None:
-    """One row per evaluated file, one column per metric in `keys`."""
-    rows = [(path, *[f"{metrics[k]:.4f}" for k in keys]) for path, metrics in results.items()]
+    """One row per evaluated file, one column per metric in `keys` (counts as integers)."""
+    rows = [
+        (
+            path,
+            *[
+                f"{metrics[k]:,}" if isinstance(metrics[k], int) else f"{metrics[k]:.4f}"
+                for k in keys
+            ],
+        )
+        for path, metrics in results.items()
+    ]
     table(title, ("data", *keys), rows)
 
 
@@ -114,19 +128,40 @@ def exports(title: str, artifacts: dict[str, dict]) -> None:
     table(title, columns, rows)
 
 
+def parity(artifact: dict) -> str:
+    """An export's recorded parity in one line: label agreement, largest logit difference and
+    the headline metric's change (INT8), each as far as the manifest records it."""
+    parts = []
+    if "label_agreement" in artifact:
+        parts.append(f"label agreement {artifact['label_agreement']:.4f}")
+    if "max_abs_logit_diff" in artifact:
+        parts.append(f"max |Δlogit| {artifact['max_abs_logit_diff']:.2e}")
+    if "change_points" in artifact:
+        before, after = artifact.get("pytorch"), artifact.get("int8")
+        scores = f" {before:.4f} → {after:.4f}" if before is not None and after is not None else ""
+        parts.append(
+            f"{artifact.get('metric', 'metric')}{scores} ({artifact['change_points']:+.2f} pts)"
+        )
+    return ", ".join(parts) or "not recorded"
+
+
 def manifest(manifest: dict) -> None:
-    """What a bundle holds: task, method, labels, metrics, artifacts, files, versions."""
-    out.print(f"[bold]{manifest.get('name')}[/bold]  ({manifest.get('format')})")
-    for key in ("task", "method", "backbone", "created"):
-        out.print(f"{key}: {manifest.get(key)}")
-    out.print(f"labels: {', '.join(manifest.get('labels', []))}")
+    """What a bundle holds: task, method, labels, metrics, artifacts with their parity, files,
+    versions; every line whole (never cut or wrapped to the terminal's width)."""
+    out.print(f"[bold]{escape(str(manifest.get('name')))}[/bold]  ({manifest.get('format')})")
+    shown = [f"{key}: {manifest.get(key)}" for key in ("task", "method", "backbone", "created")]
+    shown.append(f"labels: {', '.join(manifest.get('labels', []))}")
     for split, metrics in manifest.get("metrics", {}).items():
-        shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))}
-        out.print(f"{split}: {shown}")
+        values = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+        shown.append(f"{split}: {values}")
     for name, artifact in manifest.get("artifacts", {}).items():
-        out.print(f"artifact {name}: {artifact['path']} ({artifact['checked_on']})")
-    out.print(f"files: {', '.join(manifest.get('files', {}))}")
-    out.print(f"versions: {manifest.get('versions')}")
+        shown.append(f"artifact {name}: {artifact.get('path')}")
+        shown.append(f"  parity: {parity(artifact)}")
+        if "checked_on" in artifact:
+            shown.append(f"  checked on: {artifact['checked_on']}")
+    shown.append(f"files: {', '.join(manifest.get('files', {}))}")
+    shown.append(f"versions: {manifest.get('versions')}")
+    lines(shown)
 
 
 def comparison(title: str, columns: Sequence[str], rows, folder) -> None:

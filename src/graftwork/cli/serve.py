@@ -16,8 +16,8 @@ import typing
 import typer
 
 from graftwork import serve as serving
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.cli import render
-from graftwork.runs.finetune import quiet_libraries
 from graftwork.serve.config import ServeConfig, env_var, flag
 
 BUNDLES = typer.Argument(..., help="Bundle folders; NAME=PATH chooses the name.")

@@ -70,7 +70,7 @@ def _training_verb(stage: str, doc: str):
         run_stage = getattr(finetune, stage)
         result = run_stage(recipe, overrides or [], resume=resume, overwrite=overwrite)
         if result.metrics:  # the main process prints
-            render.results(result)
+            render.results(result, report=stage == "run")
 
     verb.__name__ = verb.__qualname__ = stage
     verb.__doc__ = doc

@@ -19,19 +19,25 @@ from graftwork.tasks.base import headline
 log = logging.getLogger("graftwork")
 
 
-def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[list, Path]:
-    """Real labelled examples to check an export on: --data, else the recipe's eval file."""
+def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[list, str]:
+    """Real labelled examples to check an export on: --data, else the recipe's eval file;
+    (examples, the file as messages and the manifest name it: a recipe path as written)."""
     if data is None:
         recipe = load_recipe(predictor.manifest.recipe)
-        data = recipe.data_path("eval") or recipe.data_path("test")
+        split = "eval" if recipe.data.eval is not None else "test"
+        raw = getattr(recipe.data, split)
+        data = recipe.data_path(split)
+        shown = recipe.show_path(raw) if raw is not None else "the recipe has none"
         if data is None or not data.is_file():
             raise GraftError(
-                f"no evaluation data to check the export on ({data or 'the recipe has none'}); "
+                f"no evaluation data to check the export on ({shown}); "
                 "pass --data FILE with labelled examples"
             )
-    result = read_examples(Path(data), predictor.task_config, predictor.data_config)
+    else:
+        shown = str(data)
+    result = read_examples(Path(data), predictor.task_config, predictor.data_config, shown=shown)
     examples = result.examples[:limit] if limit else result.examples
-    return examples, Path(data)
+    return examples, shown
 
 
 def export_bundle(
@@ -48,10 +54,10 @@ def export_bundle(
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
     refuse(predictor.manifest.method, "export", bundle)
-    examples, data_path = parity_examples(predictor, data, limit)
+    examples, data_shown = parity_examples(predictor, data, limit)
     task, tokenizer = predictor.task, predictor.tokenizer
     label2id = {v: k for k, v in predictor.id2label.items()}
-    features, labels = task.encode(tokenizer, examples, label2id, predictor.max_length, data_path)
+    features, labels = task.encode(tokenizer, examples, label2id, predictor.max_length, data_shown)
     pad = tokenizer.pad_token_id
     reference = logits_for(torch_forward(predictor.model), features, 64, pad)
     metric = headline(predictor.task_config.type)
@@ -72,7 +78,7 @@ def export_bundle(
             raise onnx_export.ParityError(
                 f"FP32 ONNX export of {bundle} differs from PyTorch by up to "
                 f"{check['max_abs_logit_diff']:.2e} in a logit (allowed "
-                f"{onnx_export.FP32_TOLERANCE:.0e}) on {len(examples)} examples of {data_path}; "
+                f"{onnx_export.FP32_TOLERANCE:.0e}) on {len(examples)} examples of {data_shown}; "
                 "the bundle was left unchanged. Report this with the model type."
             )
         artifacts["onnx-fp32"] = {
@@ -95,7 +101,7 @@ def export_bundle(
                 "change_points": 100 * (q_score - score),
             }
         for info in artifacts.values():
-            info["checked_on"] = f"{len(examples)} examples of {data_path}"
+            info["checked_on"] = f"{len(examples)} examples of {data_shown}"
 
         def write(tmp: Path) -> None:
             for rel in predictor.manifest.files:

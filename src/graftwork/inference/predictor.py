@@ -10,7 +10,8 @@ active (default: the one it was trained with; the bundle's method selects and lo
 `graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
 (default: the first; `graftwork.bundle.tasks`). A text with nothing to read (empty, only
 whitespace or invisible characters) is refused, here, in `graft predict` and in the server
-(`blank_text`): a model would answer it with a confident label.
+(`blank_text`): a model would answer it with a confident label. Loading prints nothing
+(`backbones.quiet`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from graftwork import registry
+from graftwork.backbones.quiet import quiet
 from graftwork.bundle import read_manifest
 from graftwork.bundle.tasks import task_folder
 from graftwork.config.recipe import DataConfig, TaskConfig
@@ -80,7 +82,8 @@ class Predictor:
         self.task_config = TaskConfig(**recipe["task"])
         self.data_config = DataConfig(**recipe["data"])
         self.task = registry.task(self.task_config.type)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        with quiet():
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         labels = self.manifest.labels
         self.id2label = dict(enumerate(labels))
         self.window, self.stride = windows.settings(self.tokenizer, self.max_length)
@@ -146,10 +149,14 @@ class Predictor:
             aggregate,
         )
 
-    def evaluate(self, path: str | Path, batch_size: int = 64, **data_options) -> dict:
-        """Metrics on a labelled file, read with the bundle's recipe (options override it)."""
+    def evaluate(
+        self, path: str | Path, batch_size: int = 64, shown: str | None = None, **data_options
+    ) -> dict:
+        """Metrics on a labelled file, read with the bundle's recipe (options override it);
+        messages name the file as `shown` (default: the path). With `data.iob: repair` the
+        metrics say how many tags were rewritten to IOB2 (`repaired_tags`)."""
         data = self.data_config.model_copy(update=data_options)
-        result = read_examples(Path(path), self.task_config, data)
+        result = read_examples(Path(path), self.task_config, data, shown=shown)
         metrics = evaluate_examples(
             self.forward,
             self.tokenizer,
@@ -158,10 +165,12 @@ class Predictor:
             self.id2label,
             self.window,
             batch_size,
-            result.path,
+            result.shown,
             self.stride,
         )
         metrics["skipped_rows"] = len(result.skipped)
+        if data.iob == "repair":
+            metrics["repaired_tags"] = result.repaired
         metrics["backend"] = self.backend
         return metrics
 

@@ -47,6 +47,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graftwork.backbones.quiet import quiet
 from graftwork.bundle import Manifest, atomic, read_manifest, save_manifest, sha256
 from graftwork.errors import BundleError, GraftError
 from graftwork.methods import head_modules
@@ -268,16 +269,17 @@ def load(model_class, bundle: Path, adapter: str | None, **kwargs):
     folder = Path(bundle) / ADAPTERS_DIR / adapter
     labels = read_meta(folder)["labels"]
     root = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
-    model = model_class.from_pretrained(
-        str(bundle),
-        use_safetensors=True,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        # another adapter's head may have another label count; its weights replace the root's
-        ignore_mismatched_sizes=len(labels) != len(root.get("id2label", {})),
-        **kwargs,
-    )
+    with quiet():
+        model = model_class.from_pretrained(
+            str(bundle),
+            use_safetensors=True,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            # another adapter's head may have another label count; its weights replace the root's
+            ignore_mismatched_sizes=len(labels) != len(root.get("id2label", {})),
+            **kwargs,
+        )
     return load_adapter(model, folder)
 
 

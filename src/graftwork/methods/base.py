@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from graftwork import registry
+from graftwork.backbones.quiet import quiet
 from graftwork.bundle import Manifest
 from graftwork.errors import BundleError, GraftError
 
@@ -142,8 +143,9 @@ def no_choice(bundle: Path, manifest: Manifest, choice: str | None) -> tuple[Man
 
 
 def load_plain(model_class, bundle: Path, choice: str | None, **kwargs):
-    """`load` of a method whose bundle weights are the whole trained model."""
-    return model_class.from_pretrained(str(bundle), use_safetensors=True, **kwargs)
+    """`load` of a method whose bundle weights are the whole trained model (quietly)."""
+    with quiet():
+        return model_class.from_pretrained(str(bundle), use_safetensors=True, **kwargs)
 
 
 def files_bytes(path: Path) -> int:

@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from graftwork import registry
 from graftwork.data.encode import IGNORE
 from graftwork.data.readers import read_examples
+from graftwork.data.text import text_lines
 from graftwork.errors import DataError, GraftError
 from graftwork.objectives.base import Hooks
 
@@ -122,23 +123,26 @@ def read_target(recipe, config: DannConfig, tokenizer) -> list[dict]:
 
     task = registry.task(recipe.task.type)
     path = recipe.resolve_path(config.target)
+    shown = recipe.show_path(config.target)  # as written: never a value from the environment
     if config.target_format == "text":
         if not path.is_file():
-            raise DataError(f"objective.target: {path} does not exist; give a text file")
-        lines = path.read_text(encoding="utf-8").splitlines()
+            raise DataError(f"objective.target: {shown} does not exist; give a text file")
+        lines = text_lines(path, f"objective.target: {shown}")
         examples = [task.from_text(line.strip()) for line in lines if line.strip()]
         if not examples:
-            raise DataError(f"objective.target: {path} holds no text")
+            raise DataError(f"objective.target: {shown} holds no text")
     else:
         if not path.is_file():
             raise DataError(
-                f"objective.target: {path} does not exist; give a file of target-domain text "
+                f"objective.target: {shown} does not exist; give a file of target-domain text "
                 "in the training data's format (or one text a line with target_format: text)"
             )
-        examples = read_examples(path, recipe.task, recipe.data, require_labels=False).examples
+        examples = read_examples(
+            path, recipe.task, recipe.data, require_labels=False, shown=shown
+        ).examples
     examples = subsample(examples, config.target_examples, recipe.train.seed)
     unlabelled = [{**e, task.LABEL_KEY: None} for e in examples]  # never read the target's labels
-    features, _ = task.encode(tokenizer, unlabelled, {}, recipe.data.max_length, path)
+    features, _ = task.encode(tokenizer, unlabelled, {}, recipe.data.max_length, shown)
     return features
 
 

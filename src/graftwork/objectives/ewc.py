@@ -161,17 +161,18 @@ def training_sample(predictor, n: int, seed: int):
 
     recipe_a = load_recipe(predictor.manifest["recipe"])
     path = recipe_a.data_path("train")
+    shown = recipe_a.show_path(recipe_a.data.train) if path is not None else None
     if path is None or not path.is_file():
         raise GraftError(
-            f"objective ewc: task A's training data ({path}, from the recipe in "
+            f"objective ewc: task A's training data ({shown}, from the recipe in "
             f"{predictor.path}) is not there; the Fisher is computed on it"
         )
-    examples = read_examples(path, recipe_a.task, recipe_a.data).examples
+    examples = read_examples(path, recipe_a.task, recipe_a.data, shown=shown).examples
     examples = subsample(examples, recipe_a.data.max_train_examples, recipe_a.train.seed)
     examples = subsample(examples, n, seed)
     label2id = {label: i for i, label in predictor.id2label.items()}
     features, labels = predictor.task.encode(
-        predictor.tokenizer, examples, label2id, predictor.max_length, path
+        predictor.tokenizer, examples, label2id, predictor.max_length, shown
     )
     return features, labels
 
@@ -190,7 +191,10 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
     paths = {s: p for s in ("eval", "test") if (p := recipe_a.data_path(s)) is not None}
     if not paths:
         raise GraftError(f"task A's recipe (in {previous}) names no eval or test file to score")
-    sets = {s: read_examples(p, a.task_config, a.data_config) for s, p in paths.items()}
+    shown = {s: recipe_a.show_path(getattr(recipe_a.data, s)) for s in paths}
+    sets = {
+        s: read_examples(p, a.task_config, a.data_config, shown=shown[s]) for s, p in paths.items()
+    }
 
     def scores(model) -> dict:
         forward = torch_forward(model)

@@ -39,18 +39,22 @@ def run_compress(recipe, trained: Path) -> list[dict]:
     eval_path = recipe.data_path("eval")
     if eval_path is None:
         return []
-    return [row for name, bundle in stages for row in measure(name, bundle, eval_path)]
+    shown = recipe.show_path(recipe.data.eval)
+    return [row for name, bundle in stages for row in measure(name, bundle, eval_path, shown)]
 
 
-def measure(stage: str, bundle: Path, data: Path, repeats: int = 2) -> list[dict]:
-    """Metric, inputs/s (best of `repeats` passes over `data`) and size, for each backend."""
+def measure(
+    stage: str, bundle: Path, data: Path, shown: str | None = None, repeats: int = 2
+) -> list[dict]:
+    """Metric, inputs/s (best of `repeats` passes over `data`) and size, for each backend;
+    messages name the file as `shown` (a recipe path as written)."""
     from graftwork.data.readers import read_examples
     from graftwork.inference.predictor import Predictor
 
     rows = []
     base = Predictor(bundle, backend="torch")
     artifacts = base.manifest.artifacts
-    examples = read_examples(data, base.task_config, base.data_config).examples
+    examples = read_examples(data, base.task_config, base.data_config, shown=shown).examples
     metric = headline(base.task_config.type)
     texts = [e["text"] if "text" in e else " ".join(e["tokens"]) for e in examples]
     for backend in ("torch", *[a for a in ("onnx-fp32", "onnx-int8") if a in artifacts]):
@@ -60,7 +64,7 @@ def measure(stage: str, bundle: Path, data: Path, repeats: int = 2) -> list[dict
             started = time.perf_counter()
             predictor.predict(texts)
             best = min(best, time.perf_counter() - started)
-        metrics = predictor.evaluate(data)
+        metrics = predictor.evaluate(data, shown=shown)
         weights = "model.safetensors" if backend == "torch" else artifacts[backend]["path"]
         rows.append(
             {

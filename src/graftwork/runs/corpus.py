@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data.encode import IGNORE, model_inputs
 from graftwork.data.readers import read_examples
+from graftwork.data.text import text_lines
 from graftwork.errors import DataError
 
 log = logging.getLogger("graftwork")
@@ -105,13 +106,8 @@ def read_documents(path: Path, text: str, header: bool) -> list[str]:
 
 
 def _lines(file: Path) -> list[str]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{file}: not valid UTF-8 (byte offset {exc.start}); re-save it as UTF-8"
-        ) from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = text_lines(file, expected="one document a line")
+    return [line.strip() for line in lines if line.strip()]
 
 
 def encode_documents(tokenizer, documents: list[str], max_length: int) -> list[dict]:

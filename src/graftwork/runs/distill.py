@@ -13,6 +13,7 @@ from graftwork.backbones import load as backbones
 from graftwork.bundle import read_manifest
 from graftwork.compress.distill import distill_loss, layer_list, shrink_copy
 from graftwork.config.compress import DistillConfig
+from graftwork.data.text import text_lines
 from graftwork.errors import GraftError
 from graftwork.inference.predictor import Predictor
 from graftwork.methods.base import Finisher, refuse
@@ -97,7 +98,8 @@ def _pseudo_labelled(teacher_pred, path: str) -> list[dict]:
     file = Path(path)
     if not file.is_file():
         raise GraftError(f"compress.distill.unlabeled: {file} does not exist")
-    texts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = text_lines(file, "compress.distill.unlabeled: " + str(file))
+    texts = [line.strip() for line in lines if line.strip()]
     answers = teacher_pred.predict(texts)
     examples = []
     for number, (text, answer) in enumerate(zip(texts, answers, strict=True), start=1):

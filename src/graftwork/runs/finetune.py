@@ -18,6 +18,7 @@ import torch
 
 from graftwork import registry
 from graftwork.backbones import load as backbones
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.bundle import atomic, write_bundle
 from graftwork.config.recipe import Recipe, load_recipe
 from graftwork.data.encode import label_ids
@@ -65,14 +66,6 @@ def setup_logging(run_dir: Path | None, main: bool = True) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
     quiet_libraries()
-
-
-def quiet_libraries() -> None:
-    """Keep transformers' load reports and hub progress bars out of the user's output."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | None:

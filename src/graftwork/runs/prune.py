@@ -132,13 +132,18 @@ def prune_bundle(
     prunable_layers(model)  # refuse other architectures before reading any data
     recipe = load_recipe(manifest.recipe)
     train_path = Path(data) if data is not None else recipe.data_path("train")
+    if data is not None:
+        train_shown = str(data)
+    elif recipe.data.train is not None:
+        train_shown = recipe.show_path(recipe.data.train)
+    else:
+        train_shown = "the recipe names no data.train"
     if train_path is None or not train_path.is_file():
         raise GraftError(
-            f"no training data to score importance and recover on "
-            f"({train_path or 'the recipe names no data.train'}); pass data=FILE "
-            "with labelled examples in the recipe's format"
+            f"no training data to score importance and recover on ({train_shown}); pass "
+            "data=FILE with labelled examples in the recipe's format"
         )
-    examples = read_examples(train_path, recipe.task, recipe.data).examples
+    examples = read_examples(train_path, recipe.task, recipe.data, shown=train_shown).examples
     if settings.max_examples is not None:
         examples = subsample(examples, settings.max_examples, seed)
     elif data is None:  # the same sample the bundle was trained on
@@ -146,15 +151,18 @@ def prune_bundle(
     label2id = {label: i for i, label in predictor.id2label.items()}
     tokenizer, pad_id = predictor.tokenizer, predictor.tokenizer.pad_token_id
     features, targets = predictor.task.encode(
-        tokenizer, examples, label2id, recipe.data.max_length, train_path
+        tokenizer, examples, label2id, recipe.data.max_length, train_shown
     )
     eval_sets = {}
     for split in ("eval", "test"):
         path = recipe.data_path(split)
-        if path is not None and path.is_file():
-            eval_sets[split] = read_examples(path, recipe.task, recipe.data)
-        elif path is not None:
-            log.warning("%s file %s not found; no %s metrics", split, path, split)
+        if path is None:
+            continue
+        shown = recipe.show_path(getattr(recipe.data, split))
+        if path.is_file():
+            eval_sets[split] = read_examples(path, recipe.task, recipe.data, shown=shown)
+        else:
+            log.warning("%s file %s not found; no %s metrics", split, shown, split)
     default_lr = recipe.train.lr if recipe.method.type == "full" else FULL_FINETUNE_LR
     cfg = recipe.train.model_copy(
         update={
@@ -208,7 +216,7 @@ def prune_bundle(
         "metrics_before": metrics_before,
         "importance": {
             "examples": len(features),
-            "data": str(train_path),
+            "data": train_shown,
             "seconds": importance_seconds,
         },
         "recovery": recovery,

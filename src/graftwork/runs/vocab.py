@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from graftwork.data.text import text_lines
 from graftwork.errors import DataError
 
 log = logging.getLogger("graftwork")
@@ -72,7 +73,7 @@ def read_terms(path: Path) -> list[str]:
         raise DataError(
             f"vocab.terms file {path} does not exist; give a text file with one term per line"
         )
-    terms = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    terms = [line.strip() for line in text_lines(path, expected="one term a line")]
     terms = [t for t in terms if t]
     if not terms:
         raise DataError(f"vocab.terms file {path} holds no terms; write one term per line")
