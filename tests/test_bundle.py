@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +213,92 @@ def test_a_bundle_path_that_is_a_file_is_not_said_to_be_missing(tmp_path):
     bundle = write_bundle(tmp_path / "b", write, {"name": "n"})
     with pytest.raises(BundleError, match=r"model.safetensors is a file, not a bundle folder"):
         read_manifest(bundle / "model.safetensors")
+
+
+# A full disk, and what killed writes left ----------------------------------------------------
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_a_bundle_says_what_where_and_how_much(tmp_path):
+    bundle = write_bundle(tmp_path / "b", write, {"name": "old"})
+
+    def fills_the_disk(folder):
+        (folder / "model.safetensors").write_bytes(b"x" * 300_000)
+        enospc()
+
+    with pytest.raises(atomic.DiskFullError) as error:
+        write_bundle(bundle, fills_the_disk, {"name": "new"})
+    message = str(error.value)
+    assert message.startswith(f"cannot write {bundle}: no space left on the disk (it needs more ")
+    assert "than the 0.3 MB written before the disk filled; " in message
+    free = float(re.search(r"; ([\d,.]+) MB free there\)", message)[1].replace(",", ""))
+    assert free == pytest.approx(shutil.disk_usage(tmp_path).free / 1e6, rel=0.01)
+    assert message.endswith(
+        "free some space, or write somewhere else (output_dir=… for a run), and try again"
+    )
+    assert read_manifest(bundle).name == "old"  # as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # nothing half-written
+
+
+def test_a_full_disk_in_safetensors_words_is_a_full_disk(tmp_path):
+    from safetensors import SafetensorError
+
+    def fails(folder):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    with pytest.raises(atomic.DiskFullError, match=r"cannot write .*b: no space left on the disk"):
+        write_bundle(tmp_path / "b", fails, {"name": "n"}, needed=lambda: 5_000_000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_writing_a_file_keeps_the_old_file(tmp_path, monkeypatch):
+    path = atomic.write_json(tmp_path / "metrics.json", {"v": 1})
+    monkeypatch.setattr(Path, "write_text", enospc)
+    with pytest.raises(atomic.DiskFullError, match=r"metrics.json: no space left on the disk"):
+        atomic.write_json(path, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.fixture
+def dead_pid():
+    """The id of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid():
+    """The id of a process that runs while the test does."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_the_next_write_removes_what_killed_writes_of_the_target_left(tmp_path, dead_pid, live_pid):
+    for name in (f".out.tmp-{dead_pid}", f".out.work-{dead_pid}", f".out.tmp-{live_pid}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"half")
+    (tmp_path / f".other.tmp-{dead_pid}").mkdir()  # another target's: left to its own writes
+    with atomic.building(tmp_path / "out") as tmp:
+        write(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out", f".out.tmp-{live_pid}", f".other.tmp-{dead_pid}"]  # a live writer's is kept
+    )
+
+
+def test_a_folder_a_killed_replacement_moved_aside_is_put_back(tmp_path, dead_pid):
+    aside = tmp_path / f".out.old-{dead_pid}"
+    aside.mkdir()
+    (aside / "config.json").write_text("{}")
+    assert atomic.remove_stale(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "config.json").read_text() == "{}"

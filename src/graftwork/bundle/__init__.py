@@ -3,7 +3,9 @@
 The folder loads with `AutoModelFor…Classification.from_pretrained(bundle)` without graftwork.
 The manifest (`manifest.py`) records the task, label map, recipe, metrics, library versions and
 the sha256 of every file, which `load` checks. A bundle is written under a temporary name and
-renamed into place when complete (`atomic.py`), so a reader never sees a half-written bundle.
+renamed into place when complete (`atomic.py`), so a reader never sees a half-written bundle;
+a write that fails (a full disk: `atomic.DiskFullError`) leaves the old bundle as it was and no
+temporary folder, and the next write removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from graftwork.bundle.manifest import (
 )
 
 
-def write_bundle(out_dir: Path, write: Callable[[Path], None], manifest: dict) -> Path:
-    """Call `write(tmp)` to fill a temporary folder, add the manifest, then rename into place."""
+def write_bundle(
+    out_dir: Path,
+    write: Callable[[Path], None],
+    manifest: dict,
+    needed: Callable[[], int] | None = None,
+) -> Path:
+    """Call `write(tmp)` to fill a temporary folder, add the manifest, then rename into place;
+    `needed()` is about the bytes the bundle takes (said when the disk is full)."""
     out_dir = Path(out_dir)
-    with atomic.building(out_dir) as tmp:
+    with atomic.building(out_dir, needed) as tmp:
         write(tmp)
         write_manifest(tmp, manifest)
     return out_dir

@@ -7,8 +7,8 @@ Left out: multi-node launches (run torchrun yourself for those).
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +27,13 @@ def _distributed_child() -> bool:
 
 
 def _relaunch(nproc: int) -> None:
-    """Run this same command in `nproc` processes with torch.distributed.run, then exit."""
+    """Run this same command in `nproc` processes with torch.distributed.run, then exit with
+    their status. A user error (exit 2), which every process has printed, is not followed by
+    the launcher's own traceback and log line."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args
+    from torch.distributed.run import run as launch
+
     argv = []
     skip = False
     for arg in sys.argv[1:]:
@@ -40,19 +46,16 @@ def _relaunch(nproc: int) -> None:
         if arg.startswith("--nproc="):
             continue
         argv.append(arg)
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "graftwork.cli",
-        *argv,
-    ]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        launch(
+            parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "graftwork.cli", *argv])
+        )
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()  # the others may have been stopped because of it
+        raise typer.Exit(2 if first.exitcode == 2 else 1) from None
+    raise typer.Exit(0)
 
 
 def _training_verb(stage: str, doc: str):

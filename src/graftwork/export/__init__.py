@@ -1,12 +1,17 @@
-"""Export a bundle to ONNX (FP32, optionally INT8) and record parity in its manifest."""
+"""Export a bundle to ONNX (FP32, optionally INT8) and record parity in its manifest.
+
+The ONNX files are made in a working folder beside the bundle (`atomic.scratch`), then the
+bundle is rewritten with them (`write_bundle`): a failed or killed export leaves the bundle as
+it was, a failed one leaves no working folder (a killed one's is removed by the next export),
+and a full disk says how much the export needs.
+"""
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
-from graftwork.bundle import write_bundle
+from graftwork.bundle import atomic, write_bundle
 from graftwork.config.recipe import load_recipe
 from graftwork.data.readers import read_examples
 from graftwork.errors import GraftError
@@ -15,6 +20,7 @@ from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.inference.onnx import forward_for
 from graftwork.methods.base import refuse
 from graftwork.tasks.base import headline
+from graftwork.train.checkpoint import tensor_bytes
 
 log = logging.getLogger("graftwork")
 
@@ -63,8 +69,12 @@ def export_bundle(
     metric = headline(predictor.task_config.type)
     score = task.evaluate(examples, features, reference, labels, predictor.id2label)[metric]
     artifacts = {}
-    with tempfile.TemporaryDirectory(dir=bundle.parent) as work:
-        work = Path(work)
+
+    def needed() -> int:  # about the bytes the ONNX files take (said when the disk is full)
+        return int(tensor_bytes(predictor.model) * (1.25 if int8 else 1.0))
+
+    # the ONNX files are made beside the bundle, removed however the export ends
+    with atomic.scratch(bundle, needed) as work:
         fp32 = work / onnx_export.FP32
         # eager attention traces to the pattern ONNX Runtime fuses into one Attention node
         eager = predictor.method.load(
@@ -116,7 +126,7 @@ def export_bundle(
             if k not in ("format", "files", "versions", "created")
         }
         manifest["artifacts"] = artifacts
-        write_bundle(bundle, write, manifest)
+        write_bundle(bundle, write, manifest, needed)
     log.info("exported %s: %s", bundle, ", ".join(artifacts))
     return artifacts
 

@@ -31,6 +31,7 @@ from graftwork.machine import PeakMemory, describe
 from graftwork.methods import count_parameters
 from graftwork.methods.base import Finisher
 from graftwork.objectives import prepare as prepare_objective
+from graftwork.runs import lock
 from graftwork.tasks.base import summary
 from graftwork.train import checkpoint
 from graftwork.train.loop import fit, make_accelerator, total_steps
@@ -85,6 +86,13 @@ def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | Non
     return result
 
 
+def _remove_leftovers(run_dir: Path) -> None:
+    """Remove the temporary checkpoint, bundle and file writes of killed runs in `run_dir`."""
+    left = [*checkpoint.remove_leftovers(run_dir), *atomic.remove_stale(run_dir)]
+    if left:
+        log.info("removed what killed writes left: %s", ", ".join(p.name for p in left))
+
+
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, main: bool) -> None:
     if not main or resume:
         return
@@ -111,10 +119,15 @@ class Splits:
 
 
 def start(recipe, overrides, resume: bool, overwrite: bool):
-    """Validate the recipe, make the accelerator, logging, threads and seed; (recipe, acc)."""
+    """Validate the recipe, make the accelerator, lock the run folder (`runs.lock`; until the
+    `@whole_run` function calling this returns), remove what killed writes left there, set up
+    logging, threads and seed; (recipe, acc)."""
     recipe = load_recipe(recipe, overrides)
     accelerator = make_accelerator(recipe.train)
+    lock.hold(recipe.run_dir, accelerator)
     setup_logging(recipe.run_dir, accelerator.is_main_process)
+    if accelerator.is_main_process:
+        _remove_leftovers(recipe.run_dir)
     _prepare_run_dir(recipe.run_dir, resume, overwrite, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     cores = os.cpu_count() or 1
@@ -233,7 +246,7 @@ def train_and_save(
             final.save_pretrained(str(tmp), safe_serialization=True)
             splits.tokenizer.save_pretrained(str(tmp))
 
-        write_bundle(bundle_dir, write, manifest)
+        write_bundle(bundle_dir, write, manifest, needed=lambda: checkpoint.tensor_bytes(model))
         _write_json(run_dir / "metrics.json", metrics)
         checkpoint.remove_all(run_dir)
         log.info("bundle: %s", bundle_dir)
@@ -268,6 +281,7 @@ def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
     return metrics
 
 
+@lock.whole_run
 def train(
     recipe: Recipe | str | Path | dict,
     overrides: list[str] | None = None,
@@ -324,6 +338,7 @@ def method_schedules(method, model, recipe: Recipe, accelerator):
     return lr_scales, on_step
 
 
+@lock.whole_run
 def run(
     recipe: Recipe | str | Path | dict,
     overrides: list[str] | None = None,

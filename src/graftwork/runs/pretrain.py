@@ -53,6 +53,7 @@ from graftwork.data.encode import IGNORE
 from graftwork.data.sampling import subsample
 from graftwork.errors import BackboneError, DataError, GraftError
 from graftwork.machine import describe
+from graftwork.runs import lock
 from graftwork.runs.corpus import PretrainData, masked_sequences, read_corpus
 from graftwork.runs.finetune import RunResult, _write_json, start
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
@@ -254,6 +255,7 @@ def _terms(recipe: PretrainRecipe, tokenizer, documents: list[str]) -> list[str]
     return terms
 
 
+@lock.whole_run  # the run folder is this run's until it returns
 def pretrain(
     recipe: PretrainRecipe | str | Path | dict,
     overrides: list[str] | None = None,

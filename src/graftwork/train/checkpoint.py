@@ -3,14 +3,19 @@
 A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the model weights (safetensors),
 the optimizer and scheduler states, each process's RNG state and the data position. It is
 written under a temporary name and renamed when complete (`bundle.atomic`), so a folder with
-the final name is always whole; a run killed mid-write leaves only a hidden `.step-….tmp`
-folder, which the next write removes. Only the newest checkpoint is kept.
+the final name is always whole. A write that fails (a full disk: `atomic.DiskFullError`, with
+the size of the checkpoint and the space free) removes its temporary folder at once; a run
+killed mid-write leaves a hidden `.step-….tmp` folder (`.tmp-step-…` before), which the next
+run in the folder removes (`remove_leftovers`), as does the next write. Only the newest
+checkpoint is kept.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,23 +76,58 @@ def save(run_dir: Path, accelerator, model, optimizer, scheduler, state: TrainSt
     tmp = atomic.temp_path(final, unique=False)  # every process writes into it
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f".{PREFIX}*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_leftovers(run_dir)
         tmp.mkdir()
     accelerator.wait_for_everyone()
-    torch.save(_rng_states(), tmp / f"rng-{accelerator.process_index}.pt")
+    with _cleaned_up(tmp, final, lambda: tensor_bytes(model, optimizer)):
+        torch.save(_rng_states(), tmp / f"rng-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
-        atomic.place(tmp, final)
+        with _cleaned_up(tmp, final, lambda: tensor_bytes(model, optimizer)):
+            save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            (tmp / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
+            atomic.place(tmp, final)
         for old in root.glob(PREFIX + "*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+@contextmanager
+def _cleaned_up(tmp: Path, final: Path, needed) -> Iterator[None]:
+    """Remove the half-written `tmp` if the block fails; a full disk becomes a DiskFullError
+    with the checkpoint's size (`needed()`) and the space free."""
+    try:
+        yield
+    except BaseException as exc:
+        written = atomic.size(tmp)
+        full = not isinstance(exc, atomic.DiskFullError) and atomic.no_space(exc, tmp.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise atomic.disk_full(final, needed(), written) from exc
+        raise
+
+
+def tensor_bytes(model, optimizer=None) -> int:
+    """About what `model` (and `optimizer`'s state) take on disk: the bytes of their tensors."""
+    tensors = list(model.state_dict().values())
+    for state in optimizer.state_dict()["state"].values() if optimizer is not None else ():
+        tensors += [v for v in state.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Remove what killed checkpoint writes left in `run_dir`'s checkpoints folder (the
+    temporary `.step-….tmp`, and `.tmp-step-…` as earlier versions named it). Call it only
+    while no other process writes checkpoints there (the run holds the folder's lock)."""
+    root = checkpoint_dir(run_dir)
+    stale = [*root.glob(f".{PREFIX}*.tmp"), *root.glob(f".tmp-{PREFIX}*")]
+    for path in stale:
+        atomic.remove(path)
+    return stale
 
 
 def load(path: Path, accelerator, model, optimizer, scheduler, fingerprint: dict) -> TrainState:
