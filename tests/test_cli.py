@@ -147,15 +147,28 @@ def test_a_bundle_path_that_is_a_file_is_named_as_a_file(bundle):
     assert "does not exist" not in str(result.exception)
 
 
-def test_loading_a_bundle_prints_nothing_and_leaves_transformers_settings(bundle, capfd):
+@pytest.fixture
+def loud_transformers():
+    """transformers' settings as a fresh process has them (this one ran a run, which quiets
+    them for good), put back as they were after the test."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_warning()  # as a fresh process has them (this one ran a run)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_warning()
     hf_logging.enable_progress_bar()
+    yield hf_logging
+    hf_logging.set_verbosity(verbosity)
+    if not bars:
+        hf_logging.disable_progress_bar()
+
+
+def test_loading_a_bundle_prints_nothing_and_leaves_transformers_settings(
+    bundle, loud_transformers, capfd
+):
     capfd.readouterr()
     answers = graftwork.load(bundle, backend="torch").predict(["a fine film"])
     assert answers[0]["label"] in ("0", "1")
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
-    assert hf_logging.get_verbosity() == hf_logging.WARNING
-    assert hf_logging.is_progress_bar_enabled()
+    assert loud_transformers.get_verbosity() == loud_transformers.WARNING
+    assert loud_transformers.is_progress_bar_enabled()
