@@ -1,13 +1,14 @@
 """Shared fixtures: tiny random models built here (milliseconds), small slices of real data.
 
-The tiny backbone is a 2-layer BERT (hidden 32) with a WordPiece tokenizer trained in the test
-session on real SST-2 and CoNLL-2003 text, saved as a Hugging Face folder with safetensors.
+The tiny backbone is a 2-layer BERT (hidden 32, seeded weights) with a WordPiece tokenizer
+trained on real SST-2 and CoNLL-2003 text (its 800-token vocabulary is read from
+fixtures/tiny-vocab.txt, written once by fixtures/make_tiny_vocab.py, so that every process
+builds the same model), saved as a Hugging Face folder with safetensors.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from graftwork.config.recipe import data_root
 
 DATA = Path(data_root())
+FIXTURES = Path(__file__).with_name("fixtures")
 
 
 def pytest_configure(config):
@@ -36,45 +38,17 @@ def conll_sentences(path: Path, count: int) -> str:
     return "\n\n".join(blocks[:count]).strip("\n") + "\n"
 
 
-def fixed_vocab(trained, corpus: list[str]) -> dict[str, int]:
-    """A vocabulary the same in every process, of the trained one's size: the WordPiece trainer
-    breaks ties differently in each process (a token of the 800 and the ids of many change,
-    which moves every loss and made thresholds flaky). Here: the special tokens, every
-    character alone and as `##` continuation, then the most frequent words (ties in spelling
-    order)."""
-    words: Counter = Counter()
-    for text in corpus:
-        normal = trained.normalizer.normalize_str(text)
-        words.update(w for w, _ in trained.pre_tokenizer.pre_tokenize_str(normal))
-    chars = sorted({c for w in words for c in w})
-    by_id = sorted(trained.get_vocab().items(), key=lambda item: item[1])
-    vocab = [t for t, _ in by_id if t.startswith("[") and t.endswith("]")]
-    vocab += [c for c in chars if c not in vocab] + ["##" + c for c in chars]
-    common = sorted(words.items(), key=lambda item: (-item[1], item[0]))
-    size = trained.get_vocab_size()
-    vocab += [w for w, _ in common if len(w) > 1][: size - len(vocab)]
-    assert len(vocab) == size == len(set(vocab)), (len(vocab), size)
-    assert [t for t, _ in by_id[:5]] == vocab[:5]  # the specials keep their ids
-    return {token: i for i, token in enumerate(vocab)}
-
-
 def build_tiny_bert(folder: Path, dropout: float) -> Path:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    corpus = [line.split("\t", 1)[1] for line in head(DATA / "sst2" / "train.tsv", 3000)[1:]]
-    corpus += [
-        " ".join(line.split()[0] for line in block.splitlines())
-        for block in conll_sentences(DATA / "conll2003" / "train.txt", 2000).split("\n\n")
-    ]
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        corpus, trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials)
-    )
-    tok.model = models.WordPiece(fixed_vocab(tok, corpus), unk_token="[UNK]")
+    # trained once by tests/fixtures/make_tiny_vocab.py on these sentences (the trainer is not
+    # deterministic between processes, which made thresholds flaky)
+    tokens = (FIXTURES / "tiny-vocab.txt").read_text(encoding="utf-8").splitlines()
+    tok.model = models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]")
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,8 @@ import yaml
 from safetensors.torch import load_file
 
 import graftwork
-from conftest import tiny_recipe
+from conftest import DATA as DATA_ROOT
+from conftest import conll_sentences, head, tiny_recipe
 from graftwork import registry
 from graftwork.methods import count_parameters, head_modules
 from graftwork.runs import compare
@@ -101,9 +104,39 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def backbone(tiny_bert) -> Path:
-    """conftest's tiny BERT: seeded weights and a vocabulary the same in every process."""
-    return tiny_bert
+def backbone(tiny_bert, tmp_path_factory) -> Path:
+    """conftest's tiny BERT (its weights are seeded) with a vocabulary the same in every process:
+    the WordPiece trainer breaks ties differently in each (a token of the 800 and the ids of
+    many change), which moves every loss. Here: the special tokens, every character alone and
+    as `##` continuation, then the most frequent words (ties in spelling order), to the same
+    size; normaliser, pre-tokeniser and template are the trained ones."""
+    from tokenizers import Tokenizer
+
+    folder = Path(shutil.copytree(tiny_bert, tmp_path_factory.mktemp("matrix") / "tiny-bert"))
+    path = folder / "tokenizer.json"
+    trained = Tokenizer.from_file(str(path))
+    size = trained.get_vocab_size()
+    texts = [line.split("\t", 1)[1] for line in head(DATA_ROOT / "sst2" / "train.tsv", 3000)[1:]]
+    texts += [
+        " ".join(line.split()[0] for line in block.splitlines())
+        for block in conll_sentences(DATA_ROOT / "conll2003" / "train.txt", 2000).split("\n\n")
+    ]
+    words = Counter()
+    for text in texts:
+        normal = trained.normalizer.normalize_str(text)
+        words.update(w for w, _ in trained.pre_tokenizer.pre_tokenize_str(normal))
+    chars = sorted({c for w in words for c in w})
+    by_id = sorted(trained.get_vocab().items(), key=lambda item: item[1])
+    vocab = [t for t, _ in by_id if t.startswith("[") and t.endswith("]")]
+    vocab += [c for c in chars if c not in vocab] + ["##" + c for c in chars]
+    common = sorted(words.items(), key=lambda item: (-item[1], item[0]))
+    vocab += [w for w, _ in common if len(w) > 1][: size - len(vocab)]
+    assert len(vocab) == size == len(set(vocab)), (len(vocab), size)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert [t for t, _ in by_id[:5]] == vocab[:5]  # the template's [CLS]/[SEP] ids hold
+    data["model"]["vocab"] = {token: i for i, token in enumerate(vocab)}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return folder
 
 
 def recipe_for(method: str, task: str, backbone: Path, data: dict, out: Path) -> dict:
