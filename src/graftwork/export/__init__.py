@@ -18,6 +18,7 @@ from graftwork.errors import GraftError
 from graftwork.export import onnx as onnx_export
 from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.inference.onnx import forward_for
+from graftwork.inference.predictor import Predictor
 from graftwork.methods.base import refuse
 from graftwork.tasks.base import headline
 from graftwork.train.checkpoint import tensor_bytes
@@ -55,8 +56,6 @@ def export_bundle(
     threads: int | None = None,
 ) -> dict:
     """Add onnx/model.onnx (and onnx/model-int8.onnx) to `bundle`; returns the parity report."""
-    from graftwork.inference.predictor import Predictor
-
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
     refuse(predictor.manifest.method, "export", bundle)

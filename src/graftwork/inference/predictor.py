@@ -23,6 +23,7 @@ import torch
 
 from graftwork import registry
 from graftwork.backbones.quiet import quiet
+from graftwork.backbones.surgery import apply_pruning
 from graftwork.bundle import read_manifest
 from graftwork.bundle.tasks import task_folder
 from graftwork.config.recipe import DataConfig, TaskConfig
@@ -109,8 +110,6 @@ class Predictor:
     def model(self):
         """The PyTorch model (loaded on first use when an ONNX backend serves predictions)."""
         if self._model is None:
-            from graftwork.backbones.surgery import apply_pruning
-
             model = self.method.load(self.task.model_class(), self.path, self.adapter)
             self._model = apply_pruning(model, self.manifest).eval()  # no-op unless pruned
         return self._model

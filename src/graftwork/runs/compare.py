@@ -30,8 +30,10 @@ from graftwork import registry
 from graftwork.bundle import atomic
 from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError
+from graftwork.machine import describe
 from graftwork.methods.base import files_bytes
 from graftwork.registry import METHODS
+from graftwork.runs.report import write_compare_report
 from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
@@ -125,9 +127,6 @@ def compare(
 
 
 def write_outputs(out_dir: Path, name: str, rows: list[dict]) -> None:
-    from graftwork.machine import describe
-    from graftwork.runs.report import write_compare_report
-
     data = {"name": name, "machine": describe(), "rows": rows}
     atomic.write_json(out_dir / "compare.json", data)
     write_compare_report(out_dir / "report.html", name, rows, data["machine"])

@@ -10,7 +10,9 @@ import logging
 import time
 from pathlib import Path
 
+from graftwork.data.readers import read_examples
 from graftwork.export import export_bundle
+from graftwork.inference.predictor import Predictor
 from graftwork.runs.distill import distill
 from graftwork.runs.prune import prune_bundle
 from graftwork.tasks.base import headline
@@ -48,8 +50,6 @@ def measure(
 ) -> list[dict]:
     """Metric, inputs/s (best of `repeats` passes over `data`) and size, for each backend;
     messages name the file as `shown` (a recipe path as written)."""
-    from graftwork.data.readers import read_examples
-    from graftwork.inference.predictor import Predictor
 
     rows = []
     base = Predictor(bundle, backend="torch")

@@ -33,6 +33,7 @@ from graftwork.bundle.tasks import expand, parse_spec
 from graftwork.data import windows
 from graftwork.errors import GraftError
 from graftwork.inference.forward import answers, logits_for
+from graftwork.inference.predictor import load
 from graftwork.serve.batcher import Batcher, OnBatch
 from graftwork.serve.config import ServeConfig
 
@@ -182,8 +183,6 @@ def serving_threads() -> int:
 
 def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
     """Load each bundle, named NAME=, else by its manifest's name, else by its folder."""
-    from graftwork.inference.predictor import load
-
     models: list[ServedModel] = []
     threads = config.threads or serving_threads()
     for spec in expand(specs):  # a multi-task bundle serves each task
