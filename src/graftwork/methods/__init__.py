@@ -14,6 +14,14 @@ def head_modules(model) -> list[str]:
     ]
 
 
+def train_head_only(model):
+    """Freeze every parameter except the task head's; returns the model."""
+    model.requires_grad_(False)
+    for name in head_modules(model):
+        getattr(model, name).requires_grad_(True)
+    return model
+
+
 def count_parameters(model) -> dict[str, float]:
     """Trainable and total parameter counts, and the trainable share in percent."""
     total = sum(p.numel() for p in model.parameters())

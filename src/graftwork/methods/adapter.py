@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from graftwork.backbones.quiet import quiet
 from graftwork.bundle import Manifest, atomic, read_manifest, save_manifest, sha256
 from graftwork.errors import BundleError, GraftError
-from graftwork.methods import head_modules
+from graftwork.methods import head_modules, train_head_only
 from graftwork.methods.base import (
     FROZEN_ENCODER,
     files_bytes,
@@ -106,10 +106,8 @@ def apply(model, config: AdapterConfig):
     """Freeze the backbone, insert the adapters, keep the task head trainable."""
     from graftwork.methods import bottleneck  # torch
 
-    model.requires_grad_(False)
-    bottleneck.insert(model, config)
-    for name in head_modules(model):
-        getattr(model, name).requires_grad_(True)
+    train_head_only(model)
+    bottleneck.insert(model, config)  # new modules: the adapters train too
     return model
 
 

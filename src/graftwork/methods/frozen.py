@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from graftwork.methods import head_modules
+from graftwork.methods import train_head_only
 from graftwork.methods.base import (
     FROZEN_ENCODER,
     load_plain,
@@ -35,10 +35,7 @@ SUPPORTS = supported(REFUSES)
 
 
 def apply(model, config: FrozenConfig):
-    model.requires_grad_(False)
-    for name in head_modules(model):
-        getattr(model, name).requires_grad_(True)
-    return model
+    return train_head_only(model)
 
 
 lr_scales = one_lr
