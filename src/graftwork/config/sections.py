@@ -1,0 +1,112 @@
+"""The recipe's backbone, task, data and multitask sections."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from graftwork import registry
+from graftwork.config.base import NAME
+from graftwork.config.base import Section as _Section
+
+TaskType = Literal[tuple(registry.TASKS)]  # type: ignore[valid-type]
+
+
+class BackboneConfig(_Section):
+    name: str = Field("minilm-l6", description="Short name, local folder, or hub id.")
+    allow_pickle: bool = Field(False, description="Also load .bin/.pt weights (runs pickle).")
+    trust_remote_code: bool = Field(False, description="Run modelling code shipped with weights.")
+    revision: str | None = Field(None, description="Hub revision, when loading by hub id.")
+
+
+class TaskConfig(_Section):
+    type: TaskType = "classification"
+    text: str = Field("sentence", description="Column (name or 0-based index) with the text.")
+    text_pair: str | None = Field(None, description="Second text column, for pair tasks.")
+    label: str = Field("label", description="Column with the label.")
+    label_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Classification: names of labels as the training data spells them, e.g. "
+        "{0: negative, 1: positive}, shown by the bundle, predictions, report and server.",
+    )
+
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _label_names(cls, value: Any, info: ValidationInfo) -> Any:
+        """Keys as text (YAML reads `0:` as a number); one name per label, for classification."""
+        if not isinstance(value, dict) or not value:
+            return value
+        if info.data.get("type", "classification") != "classification":
+            raise ValueError("label names are for classification labels; NER keeps its tags")
+        out: dict[str, str] = {}
+        for key, name in value.items():
+            if isinstance(key, bool) or not isinstance(key, (int, str)):
+                raise ValueError(f"label {key!r}: give a label as the data spells it, e.g. 0")
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"label {key}: the name must be text (got {name!r}); quote it")
+            if name.strip() in out.values():
+                raise ValueError(f"two labels are named {name.strip()!r}; they would merge")
+            out[str(key).strip()] = name.strip()
+        return out
+
+
+class DataConfig(_Section):
+    """`iob` is strict by default: IOB2 data with a slip (an I-X with no B-X) is then a located
+    error rather than a silently different entity; `repair` is for data annotated the looser way
+    on purpose (WNUT-17), and its count of rewritten tags goes to the log and metrics.json."""
+
+    train: str | None = None
+    eval: str | None = None
+    test: str | None = None
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll"] = "auto"
+    header: bool = Field(True, description="TSV/CSV: the first row names the columns.")
+    token_column: int = Field(0, description="CoNLL: column of the token.")
+    tag_column: int = Field(-1, description="CoNLL: column of the tag (-1 = last).")
+    max_length: int = Field(128, ge=8, le=8192)
+    max_train_examples: int | None = Field(
+        None, ge=1, description="Train on a seeded random sample of this many examples."
+    )
+    on_bad_rows: Literal["error", "skip"] = "error"
+    iob: Literal["strict", "repair"] = Field(
+        "strict", description="NER: repair = read I-X after O/another type as B-X (conlleval)."
+    )
+    drop_labels: list[str] = Field(
+        default_factory=list,
+        description="NER: entity types read as O in every split, e.g. [MISC] (B-MISC, I-MISC).",
+    )
+
+    @field_validator("drop_labels")
+    @classmethod
+    def _entity_types(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if not re.fullmatch(r"[^\s]+", kind) or kind == "O" or kind[:2] in ("B-", "I-"):
+                raise ValueError(
+                    f"{kind!r} is not an entity type; give types without the B-/I- prefix, "
+                    "e.g. [MISC]"
+                )
+        return value
+
+
+class TaskEntry(_Section):
+    task: TaskConfig = Field(description="This task's `task` section (type, text, label).")
+    data: DataConfig = Field(description="This task's `data` section (train, eval, test, …).")
+
+
+class MultiTaskConfig(_Section):
+    """Several tasks on one shared encoder (see `graftwork.runs.multitask`)."""
+
+    tasks: dict[str, TaskEntry] = Field(description="Task name → its task and data sections.")
+    sampling: Literal["proportional", "temperature", "equal"] = "temperature"
+    temperature: float = Field(2.0, ge=1, description="T in p_t ∝ n_t^(1/T).")
+
+    @field_validator("tasks")
+    @classmethod
+    def _names(cls, tasks: dict) -> dict:
+        if len(tasks) < 2:
+            raise ValueError("give at least two tasks (one task needs no multitask section)")
+        bad = [name for name in tasks if not NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"task names {bad} must be letters, digits, '.', '_', '-'")
+        return tasks
