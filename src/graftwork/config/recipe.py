@@ -45,6 +45,7 @@ from graftwork.config.sections import (  # noqa: F401  (re-exported: the recipe'
     TaskEntry,
     TaskType,
 )
+from graftwork.config.tracking import TrackingConfig
 from graftwork.config.train import TrainConfig  # noqa: F401  (re-exported)
 from graftwork.errors import RecipeError
 
@@ -112,6 +113,9 @@ class Recipe(RecipeBase):
     method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["full"]())
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
+    tracking: TrackingConfig = Field(
+        TrackingConfig(), description="MLflow, TensorBoard, W&B (default: the run folder only)."
+    )
     objective: ObjectiveConfig | None = Field(
         None, description="An extra training objective: dann or ewc (graftwork.objectives)."
     )
