@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from graftwork.cli import choose, compress, models, render, serve, train
+from graftwork.cli import choose, compress, data, models, render, serve, train
 from graftwork.errors import GraftError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ VERBS = {
     "run": train.run,
     "train": train.train,
     "pretrain": train.pretrain,
+    "select": data.select,
     "eval": models.evaluate,
     "predict": models.predict,
     "distill": compress.distill,
