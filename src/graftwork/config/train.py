@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from graftwork.config.base import Section as _Section
+
+
+class EarlyStopping(_Section):
+    """Stop when the eval split's headline metric has not improved by more than `min_delta`
+    for `patience` evaluations in a row (`train.eval_every` sets how often they come)."""
+
+    patience: int = Field(3, ge=1, description="Evaluations without improvement to stop after.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest rise that counts as improvement.")
+
+
+class DistributedConfig(_Section):
+    """How several processes share the model: `ddp` replicates it (every process holds all
+    weights), `fsdp` shards weights, gradients and optimizer state across them (FSDP2,
+    `torch.distributed.fsdp.fully_shard`)."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
 
 
 class TrainConfig(_Section):
@@ -27,8 +43,29 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30 % more time."
     )
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="Optimizer steps between evaluations on data.eval during training (and one "
+        "at the last step); 0 = evaluate only after training.",
+    )
+    early_stopping: EarlyStopping | None = None
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="With eval_every: the bundle holds the best-evaluated weights, or the last.",
+    )
+    distributed: DistributedConfig = DistributedConfig()
     max_minutes: float | None = Field(
         None,
         gt=0,
         description="Stop after this much training time (the LR schedule is not shortened).",
     )
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evaluations(self):
+        if self.early_stopping is not None and not self.eval_every:
+            raise ValueError(
+                "train.early_stopping needs evaluations during training: set train.eval_every "
+                "to a number of optimizer steps (e.g. train.eval_every=100)"
+            )
+        return self

@@ -34,6 +34,7 @@ from graftwork.objectives import prepare as prepare_objective
 from graftwork.runs import lock
 from graftwork.tasks.base import summary
 from graftwork.train import checkpoint
+from graftwork.train.evaluation import Evaluator
 from graftwork.train.loop import fit, make_accelerator, total_steps
 
 log = logging.getLogger("graftwork")
@@ -177,11 +178,14 @@ def train_and_save(
     lr_scales: dict | None = None,
     batch_plan=None,
     evaluate=None,
+    on_eval=None,
 ) -> RunResult:
     """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json.
 
     `batch_plan` and `evaluate(model) -> metrics` replace the epoch's batches and the
-    evaluation for runs that are not one task on one model (multi-task)."""
+    evaluation for runs that are not one task on one model (multi-task). With
+    `train.eval_every`, the eval split is evaluated during training (`train.evaluation`) and
+    `on_eval(step, metrics)` is called after each of those evaluations (main process)."""
     cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
     params = count_parameters(model)
     log.info(
@@ -207,6 +211,7 @@ def train_and_save(
             on_step=on_step,
             lr_scales=lr_scales,
             batch_plan=batch_plan,
+            evaluator=evaluator(recipe, accelerator, splits, evaluate, on_eval),
         )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
@@ -224,6 +229,7 @@ def train_and_save(
             "examples_per_second": rate,
             "seconds": train_seconds,
             "loss_history": state.loss_history,
+            **during_training(cfg, state),
             "skipped_rows": {
                 s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
             },
@@ -252,6 +258,47 @@ def train_and_save(
         log.info("bundle: %s", bundle_dir)
     accelerator.wait_for_everyone()
     return RunResult(recipe, run_dir, bundle_dir, metrics)
+
+
+def evaluator(recipe: Recipe, accelerator, splits: Splits, evaluate=None, on_eval=None):
+    """The `train.evaluation.Evaluator` of a run with `train.eval_every` (None without)."""
+    if not recipe.train.eval_every:
+        return None
+    if "eval" not in splits.evals:
+        raise GraftError(
+            f"recipe {recipe.name}: train.eval_every evaluates on the eval split while "
+            "training; give data.eval a file, or set train.eval_every=0"
+        )
+    if evaluate is not None:  # multi-task: the first task's eval split ranks the model
+
+        def on_eval_split(model) -> dict:
+            return evaluate(model)["eval"]
+    else:
+        only_eval = Splits(**{**vars(splits), "evals": {"eval": splits.evals["eval"]}})
+
+        def on_eval_split(model) -> dict:
+            return evaluate_splits(model, only_eval, recipe)["eval"]
+
+    return Evaluator(
+        on_eval_split,
+        splits.task.HEADLINE,
+        recipe.train,
+        recipe.run_dir,
+        accelerator,
+        on_eval,
+    )
+
+
+def during_training(cfg, state) -> dict:
+    """metrics.json's record of the evaluations during training (empty without them)."""
+    if not cfg.eval_every:
+        return {}
+    return {
+        "eval_history": state.eval_history,
+        "best_step": state.best_step,
+        "stopped_early": state.stopped_early,
+        "bundle_weights": f"step {state.best_step} (best)" if cfg.keep == "best" else "last",
+    }
 
 
 def model_manifest(recipe: Recipe, labels: list[str], name: str | None = None) -> dict:
@@ -287,13 +334,17 @@ def train(
     overrides: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    on_eval=None,
 ) -> RunResult:
-    """Train the recipe's model, evaluate it, and write the bundle and metrics.json."""
+    """Train the recipe's model, evaluate it, and write the bundle and metrics.json.
+
+    `on_eval(step, metrics)`: called after each evaluation during training (recipes with
+    `train.eval_every`; see `train.evaluation`), e.g. to report to a tracker or a tuner."""
     recipe, accelerator = start(recipe, overrides, resume, overwrite)
     if recipe.multitask is not None:
         from graftwork.runs import multitask
 
-        return multitask.train(recipe, accelerator, resume=resume)
+        return multitask.train(recipe, accelerator, resume=resume, on_eval=on_eval)
     folder = backbones.resolve(recipe.backbone)
     tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
     splits = read_splits(recipe, tokenizer)
@@ -319,6 +370,7 @@ def train(
         on_step=objective.steps(on_step),
         lr_scales=objective.scales(lr_scales),
         manifest_extra=objective.manifest_extra(),
+        on_eval=on_eval,
     )
     if objective.after is not None and result.metrics:  # main process: e.g. EWC's task A
         result.metrics.update(objective.after(result.bundle))
@@ -344,11 +396,12 @@ def run(
     overrides: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    on_eval=None,
 ) -> RunResult:
-    """The whole recipe: train, evaluate, bundle, then the report."""
+    """The whole recipe: train, evaluate, bundle, then the report (`on_eval`: see `train`)."""
     from graftwork.runs.report import write_report
 
-    result = train(recipe, overrides, resume=resume, overwrite=overwrite)
+    result = train(recipe, overrides, resume=resume, overwrite=overwrite, on_eval=on_eval)
     if not result.metrics:  # not the main process
         return result
     compress = result.recipe.compress

@@ -114,8 +114,9 @@ class MultiTaskModel(nn.Module):
             setattr(model, prefix, shared)
 
 
-def train(recipe, accelerator, resume: bool = False):
-    """Train every task of `recipe.multitask` on one encoder; write the bundle (see module)."""
+def train(recipe, accelerator, resume: bool = False, on_eval=None):
+    """Train every task of `recipe.multitask` on one encoder; write the bundle (see module).
+    With `train.eval_every`, the first task's eval split ranks the evaluations (`on_eval`)."""
     from graftwork.backbones import load as backbones
     from graftwork.runs.finetune import (
         Splits,
@@ -179,6 +180,7 @@ def train(recipe, accelerator, resume: bool = False):
         loss_fn=loss_fn,
         batch_plan=plan,
         evaluate=evaluate,
+        on_eval=on_eval,
         manifest_extra={
             **model_manifest(subs[names[0]], first.labels),  # the root is the first task
             "multitask": {

@@ -27,6 +27,23 @@ def loss_plot(history: list[list[float]]) -> str:
     return svg(fig)
 
 
+def eval_plot(history: list[list], headline: str, best_step: int) -> str:
+    """The eval split's headline metric at each evaluation during training; the best circled."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    steps = [step for step, _ in history]
+    values = [metrics.get(headline) for _, metrics in history]
+    ax.plot(steps, values, marker="." if len(steps) < 30 else None)
+    if best_step in steps:
+        best = values[steps.index(best_step)]
+        ax.scatter([best_step], [best], s=80, facecolors="none", edgecolors="C3", label="best")
+        ax.legend()
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"eval {headline}")
+    ax.grid(alpha=0.3)
+    return svg(fig)
+
+
 def _scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) -> str:
     """One labelled marker per (x, y, marker area, label) point."""
     plt = pyplot()
@@ -89,6 +106,11 @@ def render(name: str, metrics: dict, manifest_info: dict, task_name: str) -> str
         )
     )
     parts.append(loss_plot(train.get("loss_history", [])))
+    if train.get("eval_history"):
+        stopped = " (stopped early)" if train.get("stopped_early") else ""
+        parts.append(f"<h2>evaluation during training{stopped}</h2>")
+        parts.append(f"<p>bundle weights: {html.escape(str(train.get('bundle_weights')))}</p>")
+        parts.append(eval_plot(train["eval_history"], task.HEADLINE, train.get("best_step", 0)))
     return _page(name, parts)
 
 

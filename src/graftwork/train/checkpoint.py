@@ -27,7 +27,10 @@ from graftwork.errors import GraftError
 
 PREFIX = "step-"
 # training settings that change the data order or the updates: resuming needs the same ones
-FINGERPRINT_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_accum", "seed")
+FINGERPRINT_TRAIN = (
+    *("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_accum", "seed"),
+    *("eval_every", "early_stopping"),  # the best-so-far and patience the state carries
+)
 
 
 @dataclass
@@ -42,6 +45,12 @@ class TrainState:
     running_loss: float = 0.0  # summed batch losses since the last logged point
     running_batches: int = 0
     fingerprint: dict = field(default_factory=dict)  # recipe parts that must not change
+    # evaluations during training (`train.evaluation`): [step, the eval split's metrics]
+    eval_history: list[list] = field(default_factory=list)
+    best_step: int = 0  # step of the best evaluation so far (0: none yet)
+    best_value: float | None = None  # its headline metric
+    bad_evals: int = 0  # evaluations in a row without improvement (early stopping's patience)
+    stopped_early: bool = False
 
 
 def fingerprint(recipe, parts: tuple[str, ...]) -> dict:

@@ -111,6 +111,7 @@ def fit(
     lr_scales: dict | None = None,
     batch_plan=None,
     lr_schedule=None,
+    evaluator=None,
 ):
     """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
 
@@ -122,7 +123,10 @@ def fit(
     `cfg.lr` (layer-wise decay). `batch_plan(epoch)` returns the epoch's global batches (lists
     of example indices; default: length-grouped batches of all examples) and must be a pure
     function of the epoch, like the default, for resume to stay exact. `lr_schedule(optimizer,
-    steps)` builds the learning-rate scheduler (default: linear warm-up, then linear decay)."""
+    steps)` builds the learning-rate scheduler (default: linear warm-up, then linear decay).
+    `evaluator` (`train.evaluation.Evaluator`, with `train.eval_every`) evaluates every
+    `eval_every` steps and at the end, may stop early, and puts the best weights back in the
+    model at the end (its `on_eval(step, metrics)` is the per-evaluation hook)."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -144,6 +148,10 @@ def fit(
         else:
             state = checkpoint.load(found, accelerator, model, optimizer, scheduler, fingerprint)
             log.info("resumed from %s (step %d, epoch %d)", found.name, state.step, state.epoch + 1)
+    if evaluator is not None:
+        evaluator.resumed(state)
+    elif cfg.eval_every:
+        log.warning("train.eval_every: this run does not evaluate during training; ignored")
 
     progress = Progress(
         steps, state.step, state.examples, cfg.log_every, accelerator.is_main_process
@@ -196,6 +204,10 @@ def fit(
                 state.loss_history.append([state.step, mean_loss])
                 state.running_loss, state.running_batches = 0.0, 0
             progress.update(state.step, state.examples, mean_loss)
+            evaluate = evaluator is not None and evaluator.due(state.step, steps)
+            if evaluate and evaluator(model, state):  # True: early stopping
+                stopped = True
+                break
             if out_of_time(deadline, state, steps, accelerator):
                 stopped = True
                 break
@@ -207,4 +219,8 @@ def fit(
             if state.step < steps:
                 checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, state)
     progress.close()
+    if evaluator is not None:
+        if not state.eval_history or state.eval_history[-1][0] != state.step:
+            evaluator(model, state)  # stopped by max_minutes between evaluations
+        evaluator.restore_best(model, state)
     return model, state, progress.rate
