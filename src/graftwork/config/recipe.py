@@ -36,6 +36,7 @@ from graftwork import registry
 from graftwork.config.base import NAME
 from graftwork.config.base import Section as _Section
 from graftwork.config.compress import CompressConfig
+from graftwork.config.generation import GenerationConfig
 from graftwork.config.overrides import merge, parse_overrides
 from graftwork.config.sections import (  # noqa: F401  (re-exported: the recipe's sections)
     BackboneConfig,
@@ -113,6 +114,10 @@ class Recipe(RecipeBase):
     method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["full"]())
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig,
+        description="How generating tasks (causal_lm, seq2seq) decode (config.generation).",
+    )
     tracking: TrackingConfig = Field(
         TrackingConfig(), description="MLflow, TensorBoard, W&B (default: the run folder only)."
     )
