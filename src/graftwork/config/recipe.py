@@ -133,6 +133,22 @@ class Recipe(RecipeBase):
     def _method_shorthand(cls, value: Any) -> Any:
         return {"type": value} if isinstance(value, str) else value
 
+    @field_validator("method", "objective")
+    @classmethod
+    def _task_takes_it(cls, value: Any, info: ValidationInfo) -> Any:
+        """A task that names the methods (objectives) it can train with (`METHODS`,
+        `OBJECTIVES`: seq2seq) refuses the others here, before anything loads."""
+        task = info.data.get("task")
+        kind = info.field_name
+        allowed = getattr(registry.task(task.type), kind.upper() + "S", None) if task else None
+        if value is None or allowed is None or value.type in allowed:
+            return value
+        takes = f"{kind} {' or '.join(allowed)}" if allowed else f"no {kind}"
+        raise ValueError(
+            f"task {task.type} trains with {takes} (got {value.type}); choose one of those, "
+            f"or {'remove the objective' if kind == 'objective' else 'another task'}"
+        )
+
     @field_validator("objective", mode="before")
     @classmethod
     def _objective_type(cls, value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from graftwork import registry
 from graftwork.config.base import NAME
@@ -19,6 +19,12 @@ class BackboneConfig(_Section):
     allow_pickle: bool = Field(False, description="Also load .bin/.pt weights (runs pickle).")
     trust_remote_code: bool = Field(False, description="Run modelling code shipped with weights.")
     revision: str | None = Field(None, description="Hub revision, when loading by hub id.")
+    decoder: str | None = Field(
+        None,
+        description="seq2seq: warm-start an encoder-decoder from `name` (the encoder) and this "
+        "checkpoint (the decoder, cross-attention new), as in Rothe et al. 2020; "
+        "see graftwork.backbones.warmstart.",
+    )
 
 
 class TaskConfig(_Section):
@@ -31,6 +37,27 @@ class TaskConfig(_Section):
         description="Classification: names of labels as the training data spells them, e.g. "
         "{0: negative, 1: positive}, shown by the bundle, predictions, report and server.",
     )
+
+    # sequence-to-sequence (type: seq2seq) only; see graftwork.tasks.seq2seq
+    source: str = Field(
+        "source", description="seq2seq: source column/field, or file suffix (data.format parallel)."
+    )
+    target: str = Field(
+        "target", description="seq2seq: target column/field, or file suffix (data.format parallel)."
+    )
+    prefix: str = Field("", description="seq2seq: text put before every source (T5's task prefix).")
+
+    @model_validator(mode="after")
+    def _seq2seq_options(self) -> TaskConfig:
+        """seq2seq options on another task are a mistake to name (as QA's are)."""
+        fields = type(self).model_fields
+        given = [k for k in ("source", "target", "prefix") if getattr(self, k) != fields[k].default]
+        if self.type not in ("seq2seq", "causal_lm") and given:
+            raise ValueError(
+                f"task.{given[0]} is an option of sequence-to-sequence and causal_lm (task types "
+                f"seq2seq, causal_lm), not of {self.type}; remove it, or set task.type"
+            )
+        return self
 
     @field_validator("label_names", mode="before")
     @classmethod
@@ -60,7 +87,7 @@ class DataConfig(_Section):
     train: str | None = None
     eval: str | None = None
     test: str | None = None
-    format: Literal["auto", "tsv", "csv", "jsonl", "conll"] = "auto"
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll", "parallel"] = "auto"
     header: bool = Field(True, description="TSV/CSV: the first row names the columns.")
     token_column: int = Field(0, description="CoNLL: column of the token.")
     tag_column: int = Field(-1, description="CoNLL: column of the tag (-1 = last).")

@@ -75,8 +75,9 @@ def collate(
     if "task" in features[0]:  # multi-task: every batch holds one task's examples
         batch["task"] = torch.tensor(features[0]["task"])
     if labels is not None:
-        if isinstance(labels[0], list):
-            batch["labels"] = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        if isinstance(labels[0], list):  # per token: the input's (NER) or a target's (seq2seq)
+            longest = max(width, *(len(lab) for lab in labels))
+            batch["labels"] = torch.full((len(features), longest), IGNORE, dtype=torch.long)
             for row, lab in enumerate(labels):
                 batch["labels"][row, : len(lab)] = torch.tensor(lab)
         else:

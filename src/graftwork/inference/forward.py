@@ -38,6 +38,14 @@ def torch_forward(model):
     return forward
 
 
+def task_forward(task, model, tokenizer, generation=None):
+    """The forward a task runs `model` with: its `generate` for a generating task (the batch's
+    generated answers, with the recipe's `generation` settings), else `torch_forward`."""
+    if hasattr(task, "generate"):
+        return task.generate(model, tokenizer, generation)
+    return torch_forward(model)
+
+
 def logits_for(
     forward, features: list[dict], batch_size: int, pad_id: int, max_tokens: int | None = None
 ) -> list[np.ndarray]:

@@ -7,7 +7,7 @@ pruned heads sliced out) by the predictor.
 from __future__ import annotations
 
 from graftwork.bundle import Manifest
-from graftwork.inference.forward import torch_forward
+from graftwork.inference.forward import task_forward
 
 
 def available(manifest: Manifest, name: str) -> bool:
@@ -15,7 +15,8 @@ def available(manifest: Manifest, name: str) -> bool:
 
 
 def load(predictor, name: str, threads: int | None):
-    return torch_forward(predictor.model)
+    generation = predictor.manifest.recipe.get("generation")
+    return task_forward(predictor.task, predictor.model, predictor.tokenizer, generation)
 
 
 def describe(manifest: Manifest, name: str) -> dict:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 
 def head_modules(model) -> list[str]:
-    """Names of the task-head modules: top-level children outside the pretrained backbone."""
+    """Names of the task-head modules: top-level children outside the pretrained backbone.
+    An encoder-decoder has none: its language-model head is pretrained (tied to its embeddings;
+    a warm-started one's new cross-attention lies inside its decoder)."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return []
     prefix = getattr(model, "base_model_prefix", "")
     return [
         name

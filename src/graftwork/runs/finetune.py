@@ -26,7 +26,7 @@ from graftwork.data.labels import check_training_labels
 from graftwork.data.readers import ReadResult, read_examples
 from graftwork.data.sampling import subsample
 from graftwork.errors import GraftError
-from graftwork.inference.forward import evaluate_sets, torch_forward
+from graftwork.inference.forward import evaluate_sets, task_forward
 from graftwork.machine import PeakMemory, describe
 from graftwork.methods import count_parameters
 from graftwork.methods.base import Finisher
@@ -148,7 +148,8 @@ def read_splits(
     examples = examples + (extra or [])
     if not labels:
         labels = task.label_set(examples, recipe.task.label_names)
-        check_training_labels(labels, recipe.task.label_names, train_data.shown)
+        if task.LABEL_KEY:  # an empty key: targets are texts, no label vocabulary (seq2seq)
+            check_training_labels(labels, recipe.task.label_names, train_data.shown)
     label2id = {label: i for i, label in enumerate(labels)}
     features, targets = task.encode(
         tokenizer, examples, label2id, recipe.data.max_length, train_data.shown
@@ -315,7 +316,7 @@ def model_manifest(recipe: Recipe, labels: list[str], name: str | None = None) -
 
 def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
     metrics = evaluate_sets(
-        torch_forward(model),
+        task_forward(splits.task, model, splits.tokenizer, getattr(recipe, "generation", None)),
         splits.tokenizer,
         splits.task,
         splits.evals,

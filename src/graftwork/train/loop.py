@@ -75,7 +75,11 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 def summed_loss(model, batch: dict) -> torch.Tensor:
     """`summed_cross_entropy` of the model's logits for `batch` (its labels popped)."""
     labels = batch.pop("labels")
-    return summed_cross_entropy(model(**batch).logits, labels)
+    if getattr(getattr(model, "module", model).config, "is_encoder_decoder", False):
+        out = model(**batch, labels=labels)  # teacher forcing: decoder inputs from the labels
+    else:
+        out = model(**batch)
+    return summed_cross_entropy(out.logits, labels)
 
 
 def out_of_time(deadline: float, state: TrainState, steps: int, accelerator) -> bool:
