@@ -80,6 +80,11 @@ class TrackingConfig(_Section):
     mlflow: MlflowConfig | None = Field(None, description="Record runs in MLflow.")
     tensorboard: TensorBoardConfig | None = Field(None, description="Write TensorBoard events.")
     wandb: WandbConfig | None = Field(None, description="Record runs in Weights & Biases.")
+    group: str | None = Field(
+        None,
+        description="A name tying runs together (MLflow tag graftwork.group, W&B group); graft "
+        "compare and graft tune set it.",
+    )
 
     @field_validator("mlflow", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from graftwork import registry
+from graftwork import registry, track
 from graftwork.backbones import load as backbones
 from graftwork.backbones.quiet import quiet_libraries
 from graftwork.bundle import atomic, write_bundle
@@ -130,6 +130,7 @@ def start(recipe, overrides, resume: bool, overwrite: bool):
     if accelerator.is_main_process:
         _remove_leftovers(recipe.run_dir)
     _prepare_run_dir(recipe.run_dir, resume, overwrite, accelerator.is_main_process)
+    track.begin(recipe, accelerator.is_main_process, resume)  # recipe `tracking:`, if any
     accelerator.wait_for_everyone()
     cores = os.cpu_count() or 1
     torch.set_num_threads(recipe.train.threads or max(1, cores // accelerator.num_processes))
@@ -188,6 +189,7 @@ def train_and_save(
     `train.eval_every`, the eval split is evaluated during training (`train.evaluation`) and
     `on_eval(step, metrics)` is called after each of those evaluations (main process)."""
     cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
+    tracker = track.current(run_dir)  # records nothing unless the recipe asks for tracking
     params = count_parameters(model)
     log.info(
         "trainable parameters: %s of %s (%.2f%%)",
@@ -212,7 +214,8 @@ def train_and_save(
             on_step=on_step,
             lr_scales=lr_scales,
             batch_plan=batch_plan,
-            evaluator=evaluator(recipe, accelerator, splits, evaluate, on_eval),
+            evaluator=evaluator(recipe, accelerator, splits, evaluate, tracker.chain(on_eval)),
+            on_log=tracker.on_log if tracker.active else None,
         )
     train_seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(prepared)
@@ -256,6 +259,7 @@ def train_and_save(
         write_bundle(bundle_dir, write, manifest, needed=lambda: checkpoint.tensor_bytes(model))
         _write_json(run_dir / "metrics.json", metrics)
         checkpoint.remove_all(run_dir)
+        tracker.model(bundle_dir)
         log.info("bundle: %s", bundle_dir)
     accelerator.wait_for_everyone()
     return RunResult(recipe, run_dir, bundle_dir, metrics)
@@ -330,6 +334,7 @@ def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
 
 
 @lock.whole_run
+@track.whole_run
 def train(
     recipe: Recipe | str | Path | dict,
     overrides: list[str] | None = None,
@@ -392,6 +397,7 @@ def method_schedules(method, model, recipe: Recipe, accelerator):
 
 
 @lock.whole_run
+@track.whole_run
 def run(
     recipe: Recipe | str | Path | dict,
     overrides: list[str] | None = None,

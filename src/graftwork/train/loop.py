@@ -116,6 +116,7 @@ def fit(
     batch_plan=None,
     lr_schedule=None,
     evaluator=None,
+    on_log=None,
 ):
     """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
 
@@ -130,7 +131,9 @@ def fit(
     steps)` builds the learning-rate scheduler (default: linear warm-up, then linear decay).
     `evaluator` (`train.evaluation.Evaluator`, with `train.eval_every`) evaluates every
     `eval_every` steps and at the end, may stop early, and puts the best weights back in the
-    model at the end (its `on_eval(step, metrics)` is the per-evaluation hook)."""
+    model at the end (its `on_eval(step, metrics)` is the per-evaluation hook).
+    `on_log(step, values)` is called at every logging step with the mean loss since the last
+    one, the learning rate and examples/s (experiment trackers hang there)."""
     from transformers import get_linear_schedule_with_warmup
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -208,6 +211,11 @@ def fit(
                 state.loss_history.append([state.step, mean_loss])
                 state.running_loss, state.running_batches = 0.0, 0
             progress.update(state.step, state.examples, mean_loss)
+            if on_log is not None and mean_loss is not None:
+                lr = scheduler.get_last_lr()[0]
+                on_log(
+                    state.step, {"loss": mean_loss, "lr": lr, "examples_per_second": progress.rate}
+                )
             evaluate = evaluator is not None and evaluator.due(state.step, steps)
             if evaluate and evaluator(model, state):  # True: early stopping
                 stopped = True
