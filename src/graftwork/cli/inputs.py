@@ -7,11 +7,12 @@ names come from the registry (through the server's settings, which accept the sa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
-from graftwork.data.text import text_lines
+from graftwork.data.text import iter_text_lines
 from graftwork.errors import GraftError
 from graftwork.serve.config import BACKEND_HELP
 
@@ -30,14 +31,19 @@ TASK = typer.Option(None, "--task", help="Multi-task bundles: which task (defaul
 def read_texts(path: Path) -> list[str]:
     """The texts of an --input file: one a line, or JSON lines with a 'text' string (UTF-8,
     with or without a byte-order mark)."""
+    return [text for _, text in iter_texts(path)]
+
+
+def iter_texts(path: Path) -> Iterator[tuple[int, str]]:
+    """`read_texts` one at a time, with each text's line number (blank lines are passed over);
+    the file is read as they are taken."""
     if path.is_dir():
         raise GraftError(f"--input {path} is a folder; give a file with one text a line")
     if not path.is_file():
         raise GraftError(f"--input {path} does not exist")
     jsonl = path.suffix in (".jsonl", ".json")
     expected = 'JSON lines with a "text" string' if jsonl else "one text a line"
-    items = []
-    for number, line in enumerate(text_lines(path, f"--input {path}", expected), start=1):
+    for number, line in enumerate(iter_text_lines(path, f"--input {path}", expected), start=1):
         if not line.strip():
             continue
         if jsonl:
@@ -49,7 +55,6 @@ def read_texts(path: Path) -> list[str]:
                 raise GraftError(
                     f"{path}, line {number}: expected a JSON object with a 'text' string"
                 )
-            items.append(text)
+            yield number, text
         else:
-            items.append(line)
-    return items
+            yield number, line

@@ -2,7 +2,9 @@
 
 Evaluation and prediction go through the predictor (`graftwork.inference.predictor`), the
 same code the Python API and the server call; the eval table shows the task's own metrics
-(its `SHOWN`). Left out: streaming over files too large to hold in memory.
+(its `SHOWN`). `graft predict --input FILE --output FILE` streams: constant memory whatever
+the file's size, a progress bar on a terminal, and an interrupted output resumes where it
+stopped (`graftwork.inference.stream`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import typer
 
 from graftwork.bundle import read_manifest
 from graftwork.cli import render
-from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, read_texts
+from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, iter_texts, read_texts
 from graftwork.errors import GraftError
 from graftwork.inference.predictor import EMPTY, blank_text, load
 
@@ -48,6 +50,12 @@ def predict(
     input: Path = typer.Option(
         None, "--input", help="File: one text a line, or JSON lines with 'text'."
     ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        help="With --input: write the JSON lines here, streaming (constant memory); an "
+        "interrupted output is resumed, not restarted.",
+    ),
     top_k: int = typer.Option(1, min=1, help="Classification: also list the k best labels."),
     batch_size: int = typer.Option(64, min=1),
     backend: str = BACKEND,
@@ -55,7 +63,13 @@ def predict(
     adapter: str = ADAPTER,
     task: str = TASK,
 ):
-    """Predict labels (or entities) for texts; one JSON line per input on stdout."""
+    """Predict labels (or entities) for texts; one JSON line per input on stdout (or in
+    --output: `graft predict BUNDLE --input big.jsonl --output preds.jsonl`)."""
+    if output is not None:
+        if input is None or texts:
+            raise GraftError("--output streams an --input file: give --input FILE and no texts")
+        _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task)
+        return
     items = list(texts or [])
     if input is not None:
         items += read_texts(input)
@@ -71,6 +85,30 @@ def predict(
     predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     answers = predictor.predict(items, top_k=top_k, batch_size=batch_size)
     render.json_lines({"text": text, **answer} for text, answer in zip(items, answers, strict=True))
+
+
+def _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task) -> None:
+    """`graft predict --input --output`: check every text first (a bad line is refused before
+    the bundle loads), then answer them chunk by chunk into `output`."""
+    from graftwork.inference.stream import predict_stream
+
+    total = 0
+    for number, text in iter_texts(input):
+        if blank_text([text]) is not None:
+            raise GraftError(f"--input {input}, line {number}: the text {EMPTY}")
+        total += 1
+    predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
+    with render.counter("predict", total) as advance:
+        done = predict_stream(
+            predictor,
+            iter_texts(input),
+            output,
+            f"--input {input}",
+            top_k=top_k,
+            batch_size=batch_size,
+            on_progress=advance,
+        )
+    render.streamed(output, done)
 
 
 def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):

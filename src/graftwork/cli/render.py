@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -101,6 +102,35 @@ def as_json(value) -> None:
 def json_lines(records: Iterable[dict]) -> None:
     for record in records:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def counter(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr while the block runs (only on a terminal); yields
+    `advance(n)`."""
+    if not err.is_terminal:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def streamed(output, done: dict) -> None:
+    resumed = f" ({done['resumed']:,} from an earlier run)" if done["resumed"] else ""
+    err.print(
+        f"{done['resumed'] + done['written']:,} predictions in {escape(str(output))}{resumed}"
+    )
 
 
 def pruning(title: str, report: dict, key: str) -> None:
