@@ -8,6 +8,7 @@ builds the same model), saved as a Hugging Face folder with safetensors.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -113,6 +114,79 @@ def conll_small(tmp_path_factory) -> dict[str, Path]:
     (folder / "train.txt").write_text(conll_sentences(DATA / "conll2003" / "train.txt", 300))
     (folder / "dev.txt").write_text(conll_sentences(DATA / "conll2003" / "dev.txt", 100))
     return {"train": folder / "train.txt", "eval": folder / "dev.txt"}
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_llama(folder: Path, chat: bool = True) -> Path:
+    """A 2-layer Llama (hidden 32, seeded, tied embeddings) with the tiny BERT's WordPiece
+    vocabulary plus ChatML's <|im_start|>/<|im_end|> (the end of sequence) and, with `chat`,
+    a ChatML chat template (SmolLM2's format)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokens = (FIXTURES / "tiny-vocab.txt").read_text(encoding="utf-8").splitlines()
+    tokens += ["<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+        model_max_length=256,
+    )
+    if chat:
+        fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tokens),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=len(tokens) - 1,
+        bos_token_id=None,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A tiny Llama causal LM with a chat template (see `build_tiny_llama`)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def instructions_small(tmp_path_factory) -> dict[str, Path]:
+    """240 training and 60 evaluation Multi30k English→German pairs as prompt/response JSON
+    lines (the prompt an instruction and the English caption)."""
+    folder = tmp_path_factory.mktemp("instructions")
+    english = head(DATA / "multi30k" / "train.en", 300)
+    german = head(DATA / "multi30k" / "train.de", 300)
+    rows = [
+        {"prompt": f"Translate to German: {en.strip()}", "response": de.strip()}
+        for en, de in zip(english, german, strict=True)
+    ]
+    for split, part in (("train", rows[:240]), ("eval", rows[240:])):
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+        (folder / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+    return {"train": folder / "train.jsonl", "eval": folder / "eval.jsonl"}
 
 
 def tiny_recipe(

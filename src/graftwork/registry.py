@@ -24,6 +24,7 @@ TASKS = {
     "classification": "graftwork.tasks.classification",
     "ner": "graftwork.tasks.ner",
     "seq2seq": "graftwork.tasks.seq2seq",
+    "causal_lm": "graftwork.tasks.causal_lm",
 }
 
 METHODS = {

@@ -11,10 +11,12 @@ def head_modules(model) -> list[str]:
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         return []
     prefix = getattr(model, "base_model_prefix", "")
+    # a language model's output embeddings (a causal LM's lm_head) are pretrained, not a head
+    lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return [
         name
         for name, child in model.named_children()
-        if name != prefix and any(True for _ in child.parameters())
+        if name != prefix and child is not lm_head and any(True for _ in child.parameters())
     ]
 
 
