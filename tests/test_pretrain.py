@@ -16,7 +16,7 @@ from graftwork.cli import app
 from graftwork.config.recipe import BackboneConfig
 from graftwork.data.encode import IGNORE
 from graftwork.errors import BundleError, DataError, GraftError, RecipeError
-from graftwork.runs.corpus import encode_documents, mask_features
+from graftwork.runs.corpus import DynamicMasks, encode_documents, mask_features, maskable
 from graftwork.runs.finetune import train
 from graftwork.runs.pretrain import load_mlm_model, load_pretrain_recipe, pretrain
 from graftwork.runs.vocab import MineConfig, extend, mine_terms, tokens_per_word, words
@@ -194,6 +194,96 @@ def test_mask_ratio_is_the_fraction_of_words_and_tokens_masked(tokenizer, senten
 def test_masks_are_a_function_of_the_seed(tokenizer, sentences):
     assert masks(tokenizer, sentences, 0.15, seed=1) == masks(tokenizer, sentences, 0.15, seed=1)
     assert masks(tokenizer, sentences, 0.15, seed=1) != masks(tokenizer, sentences, 0.15, seed=2)
+
+
+def dynamic(tokenizer, sentences, seed: int = 1) -> DynamicMasks:
+    return DynamicMasks(tokenizer, sentences, 64, 0.15, True, seed)
+
+
+def test_dynamic_masks_differ_between_epochs_and_repeat_for_a_seed(tokenizer, sentences):
+    first, again = dynamic(tokenizer, sentences), dynamic(tokenizer, sentences)
+    epoch0 = (list(first.features), list(first.labels))
+    features, labels = first.features, first.labels  # the lists the loop holds
+    first.for_epoch(1)
+    assert features is first.features and labels is first.labels  # refilled in place
+    assert labels != epoch0[1] and features != epoch0[0]
+    assert [len(f["input_ids"]) for f in features] == [len(f["input_ids"]) for f in epoch0[0]]
+    again.for_epoch(1)
+    assert (again.features, again.labels) == (features, labels)
+    first.for_epoch(0)  # an epoch's masks are rebuilt from (seed, epoch) alone (resume)
+    assert (first.features, first.labels) == epoch0
+    assert (dynamic(tokenizer, sentences, seed=2).labels) != epoch0[1]
+
+
+def test_dynamic_masking_epoch_zero_is_the_static_mask_of_the_seed(tokenizer, sentences):
+    static = mask_features(
+        maskable(encode_documents(tokenizer, sentences, 64)), tokenizer, 0.15, True, 1
+    )
+    masks = dynamic(tokenizer, sentences)
+    assert (masks.features, masks.labels) == static
+
+
+class Interrupted(Exception):
+    """Stands for the process dying."""
+
+
+def test_a_dynamic_masking_run_remasks_each_epoch_repeats_for_a_seed_and_resumes_exactly(
+    tiny_bert, sst2_small, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    import graftwork.runs.pretrain as module
+
+    def recipe(name: str) -> dict:
+        out = pretrain_recipe(tiny_bert, sst2_small, tmp_path / name)
+        out["data"]["max_documents"] = 64
+        out["mlm"].update(masking="dynamic", head_warmup_steps=0)
+        out["train"].update(epochs=2, log_every=1, checkpoint_every=2)
+        return out
+
+    seen: list[torch.Tensor] = []  # the labels of every training batch, in order
+    real_loss = module.mlm_loss
+
+    def recording_loss(model, batch, frozen_encoder=False):
+        if model.training:
+            seen.extend(row[row != IGNORE] for row in batch["labels"])
+        return real_loss(model, batch, frozen_encoder)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "mlm_loss", recording_loss)
+        runs = [pretrain(recipe("a"))]
+    runs.append(pretrain(recipe("b")))
+    history = runs[0].metrics["train"]["loss_history"]
+    assert history == runs[1].metrics["train"]["loss_history"]
+    assert runs[0].metrics["masking"] == "dynamic"
+    # each epoch saw every sequence once; the masked tokens differ between the epochs
+    epochs = sorted(map(tuple, seen[: len(seen) // 2])), sorted(map(tuple, seen[len(seen) // 2 :]))
+    assert len(epochs[0]) == len(epochs[1]) and epochs[0] != epochs[1]
+    half = len(history) // 2  # steps per epoch
+    assert len(history) == 2 * half == runs[0].metrics["train"]["steps"]
+
+    real_fit = module.fit
+
+    stop = 2 * (half // 2 + 1) + 1  # in epoch 1, a step after a checkpoint there (every 2)
+    assert half < stop - 1 < 2 * half
+
+    def stopping_fit(*args, **kwargs):
+        def on_step(step: int, steps: int) -> None:
+            if step == stop:
+                raise Interrupted
+
+        return real_fit(*args, **kwargs, on_step=on_step)
+
+    interrupted = recipe("r")
+    monkeypatch.setattr(module, "fit", stopping_fit)
+    with pytest.raises(Interrupted):
+        pretrain(interrupted)
+    monkeypatch.undo()
+    resumed = pretrain(interrupted, resume=True)
+    assert resumed.metrics["train"]["loss_history"] == history
+    got = load_file(str(resumed.bundle / "model.safetensors"))
+    want = load_file(str(runs[0].bundle / "model.safetensors"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_vocabulary_only_run_from_the_cli_saves_the_extended_tokenizer(

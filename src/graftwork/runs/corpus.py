@@ -9,10 +9,12 @@ Masking is BERT's: `ratio` of the words (whole-word masking: every piece of a ch
 masked together; otherwise of the tokens) are chosen, and each chosen token becomes [MASK]
 (80 %), a random token (10 %) or stays (10 %). A sequence of n words gets floor(ratio·n + u)
 of them (u uniform in [0, 1)), so the expected fraction is exactly the ratio even for short
-sequences. Masks are a function of the seed alone, drawn once, up front: `runs/pretrain.py`
-trains on static masks, which makes the loss normalisation and resume exact.
+sequences. Masks are a function of the seed alone. Static masking (BERT's) draws them once, up
+front, and trains every epoch on them; dynamic masking (RoBERTa's; `DynamicMasks`) draws a new
+mask for every epoch from (seed, epoch) alone (`epoch_seed`; epoch 0 uses the seed itself), so
+an epoch's masks can be rebuilt on resume and two runs with one seed see the same masks.
 
-Leaves out: dynamic (per-epoch) masking, and packing several documents into one sequence.
+Leaves out: packing several documents into one sequence.
 """
 
 from __future__ import annotations
@@ -150,6 +152,40 @@ def mask_features(
         masked.append({**{k: v for k, v in feature.items() if k != "word_ids"}, "input_ids": ids})
         labels.append(label)
     return masked, labels
+
+
+def maskable(features: list[dict]) -> list[dict]:
+    """The sequences that have at least one word (a mask can fall on them)."""
+    return [f for f in features if any(w is not None for w in f["word_ids"])]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The masking seed of `epoch` in dynamic masking (epoch 0: `seed`)."""
+    return seed + 1_000_003 * epoch
+
+
+class DynamicMasks:
+    """A new mask every epoch: `features` and `labels` are lists that `for_epoch(e)` refills in
+    place with epoch e's masking of the same sequences (lengths unchanged), so the training
+    loop, which indexes them, reads that epoch's masks. Sequences are every encoded sequence
+    with a word; one may get no masked token in an epoch (it then adds nothing to the loss)."""
+
+    def __init__(self, tokenizer, documents, max_length, ratio, whole_word, seed: int):
+        self.tokenizer, self.ratio, self.whole_word, self.seed = tokenizer, ratio, whole_word, seed
+        self.encoded = maskable(encode_documents(tokenizer, documents, max_length))
+        self.features: list[dict] = []
+        self.labels: list[list[int]] = []
+        self.epoch: int | None = None
+        self.for_epoch(0)
+
+    def for_epoch(self, epoch: int) -> None:
+        if epoch == self.epoch:
+            return
+        features, labels = mask_features(
+            self.encoded, self.tokenizer, self.ratio, self.whole_word, epoch_seed(self.seed, epoch)
+        )
+        self.features[:], self.labels[:] = features, labels
+        self.epoch = epoch
 
 
 def masked_sequences(

@@ -11,8 +11,10 @@ with `AutoModelForMaskedLM`, which initialises the missing head (`cls.prediction
 and the output bias) and ties its decoder to the input word embeddings (the decoder weight IS
 the embedding tensor). The backbone's pooler, which an MLM does not use, is copied into the
 output so a classifier fine-tuned from it starts from the same pooler as one fine-tuned from the
-original. Masks are drawn once, up front, from the train seed: static for the run, which makes
-the loss normalisation and resume exact; sequences without a masked token are left out.
+original. Masks come from the train seed: `mlm.masking: static` (BERT's, the default) draws them
+once, up front, and leaves out sequences without a masked token; `dynamic` (RoBERTa's) draws a
+new mask each epoch (`corpus.DynamicMasks`, refilled by the loop's batch plan at the start of
+every epoch, from (seed, epoch) alone, so resume and a second run with the seed are exact).
 
 Perplexity is exp(mean cross-entropy over the masked tokens) of the held-out text, with one
 fixed mask (seed `EVAL_MASK_SEED`, the same 80/10/10 corruption as training, as Hugging Face's
@@ -27,7 +29,7 @@ head's alone. With a vocab section, all three use the extended tokenizer (perple
 different tokenizers are not comparable); the vocabulary's effect is measured as tokens per word
 on the held-out text.
 
-Leaves out: dynamic (per-epoch) masking, data-parallel runs (`--nproc`), and MLM heads other
+Leaves out: data-parallel runs (`--nproc`), and MLM heads other
 than the BERT (`cls`) and RoBERTa (`lm_head`) families' (other encoders train through their
 full logits and get no head warm-up).
 """
@@ -40,7 +42,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,13 +50,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from graftwork.backbones import load as backbones
 from graftwork.bundle import write_bundle
 from graftwork.config.recipe import BackboneConfig, RecipeBase, TrainConfig, load_recipe
-from graftwork.data.batching import collate, inference_batches
+from graftwork.data.batching import collate, inference_batches, training_batches
 from graftwork.data.encode import IGNORE
 from graftwork.data.sampling import subsample
 from graftwork.errors import BackboneError, DataError, GraftError
 from graftwork.machine import describe
 from graftwork.runs import lock
-from graftwork.runs.corpus import PretrainData, masked_sequences, read_corpus
+from graftwork.runs.corpus import DynamicMasks, PretrainData, masked_sequences, read_corpus
 from graftwork.runs.finetune import RunResult, _write_json, start
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
 from graftwork.train import checkpoint
@@ -73,6 +75,9 @@ class _Section(BaseModel):
 class MlmConfig(_Section):
     mask_ratio: float = Field(0.15, gt=0, lt=1, description="Fraction of words (tokens) masked.")
     whole_word: bool = Field(True, description="Mask all pieces of a word together.")
+    masking: Literal["static", "dynamic"] = Field(
+        "static", description="static: one mask for the run (BERT); dynamic: a new one each epoch."
+    )
     head_warmup_steps: int = Field(
         100, ge=0, description="Head-only steps before the baseline perplexity (0: none)."
     )
@@ -104,6 +109,24 @@ def masked_set(tokenizer, documents: list[str], recipe: PretrainRecipe, seed: in
     return masked_sequences(
         tokenizer, documents, recipe.data.max_length, mlm.mask_ratio, mlm.whole_word, seed
     )
+
+
+def training_masks(tokenizer, documents: list[str], recipe: PretrainRecipe):
+    """(features, labels, batch_plan) to train on: static masks and the loop's own batches, or
+    dynamic masks that the batch plan redraws in place at the start of each epoch."""
+    mlm, cfg = recipe.mlm, recipe.train
+    if mlm.masking == "static":
+        return (*masked_set(tokenizer, documents, recipe, cfg.seed), None)
+    masks = DynamicMasks(
+        tokenizer, documents, recipe.data.max_length, mlm.mask_ratio, mlm.whole_word, cfg.seed
+    )
+    lengths = [len(f["input_ids"]) for f in masks.features]  # masking keeps them
+
+    def plan(epoch: int) -> list[list[int]]:
+        masks.for_epoch(epoch)
+        return training_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+
+    return masks.features, masks.labels, plan
 
 
 # ---------------------------------------------------------------- model
@@ -286,7 +309,7 @@ def pretrain(
         log.info("tokens per held-out word: %.4f → %.4f", per_word["before"], per_word["after"])
 
     docs = subsample(train_docs, recipe.data.max_documents, cfg.seed)
-    features, labels = masked_set(tokenizer, docs, recipe, cfg.seed)
+    features, labels, batch_plan = training_masks(tokenizer, docs, recipe)
     if not features and cfg.epochs > 0:
         raise DataError(
             f"{recipe.data.train}: no sequence got a masked token; give more text or raise "
@@ -326,6 +349,7 @@ def pretrain(
             checkpoint.fingerprint(recipe, FINGERPRINT),
             resume=resume,
             loss_fn=mlm_loss,
+            batch_plan=batch_plan,
         )
         model = accelerator.unwrap_model(prepared)
         ppl["after"] = measure("after")
@@ -346,6 +370,7 @@ def pretrain(
         "vocab": {"added": len(added), "terms": added},
         "mask_ratio": recipe.mlm.mask_ratio,
         "whole_word": recipe.mlm.whole_word,
+        "masking": recipe.mlm.masking,
         "documents": {"train": len(train_docs), "eval": len(eval_docs)},
         **metrics,
     }
