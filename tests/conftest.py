@@ -189,6 +189,18 @@ def instructions_small(tmp_path_factory) -> dict[str, Path]:
     return {"train": folder / "train.jsonl", "eval": folder / "eval.jsonl"}
 
 
+@pytest.fixture(scope="session")
+def multi30k_small(tmp_path_factory) -> dict[str, Path]:
+    """300 training and 100 evaluation pairs of the real Multi30k English/German files, as
+    line-aligned parallel files (stems: `train` for train.en + train.de)."""
+    folder = tmp_path_factory.mktemp("multi30k")
+    for split, name, count in (("train", "train", 300), ("eval", "val", 100)):
+        for lang in ("en", "de"):
+            lines = head(DATA / "multi30k" / f"{name}.{lang}", count)
+            (folder / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
+    return {"train": folder / "train", "eval": folder / "eval"}
+
+
 def tiny_recipe(
     backbone: Path, data: dict[str, Path], out: Path, task: str = "classification", **over
 ) -> dict:

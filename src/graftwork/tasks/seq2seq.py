@@ -59,10 +59,25 @@ class Seq2SeqOutput(BaseModel):
 Output = Seq2SeqOutput
 
 
-def model_class():
-    from transformers import AutoModelForSeq2SeqLM
+class EncoderDecoderLM:
+    """`AutoModelForSeq2SeqLM`, less the pooler of a warm-started model's BERT-like encoder:
+    an encoder-decoder reads the encoder's hidden states, never its pooled output, so the
+    pooler would count as trainable and never train. Its bundle still loads in plain
+    transformers (which gives the unused pooler fresh weights and says so)."""
 
-    return AutoModelForSeq2SeqLM
+    @staticmethod
+    def from_pretrained(*args, **kwargs):
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(*args, **kwargs)
+        encoder = model.get_encoder()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None
+        return model
+
+
+def model_class():
+    return EncoderDecoderLM
 
 
 def read(rows, fmt: str, task, data, require_labels: bool) -> None:
