@@ -116,6 +116,48 @@ def conll_small(tmp_path_factory) -> dict[str, Path]:
     return {"train": folder / "train.txt", "eval": folder / "dev.txt"}
 
 
+def squad_sentences(path: Path, count: int) -> list[dict]:
+    """The first `count` questions of a SQuAD JSON file (of at most 40 characters) as JSON-lines
+    records whose context is the sentence holding the first answer (short contexts keep tiny
+    runs fast)."""
+    records = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            for qa in paragraph["qas"]:
+                if len(qa["question"]) > 40:  # room for context in the tiny model's windows
+                    continue
+                answer = qa["answers"][0]
+                first = context.rfind(". ", 0, answer["answer_start"]) + 1
+                last = context.find(". ", answer["answer_start"] + len(answer["text"]))
+                sentence = context[first : last + 1 if last >= 0 else len(context)]
+                lead = len(sentence) - len(sentence.lstrip())
+                start = answer["answer_start"] - first - lead
+                records.append(
+                    {
+                        "id": qa["id"],
+                        "question": qa["question"],
+                        "context": sentence.strip(),
+                        "answers": [{"text": answer["text"], "answer_start": start}],
+                    }
+                )
+                if len(records) == count:
+                    return records
+    return records
+
+
+@pytest.fixture(scope="session")
+def squad_small(tmp_path_factory) -> dict[str, Path]:
+    """300 training and 100 evaluation questions of the real SQuAD files, as JSON lines with
+    the answer's sentence for context."""
+    folder = tmp_path_factory.mktemp("squad")
+    for split, name, count in (("train", "train.json", 300), ("eval", "dev.json", 100)):
+        rows = squad_sentences(DATA / "squad" / name, count)
+        lines = "".join(json.dumps(r) + "\n" for r in rows)
+        (folder / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+    return {"train": folder / "train.jsonl", "eval": folder / "eval.jsonl"}
+
+
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

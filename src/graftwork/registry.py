@@ -23,6 +23,7 @@ from graftwork.errors import GraftError
 TASKS = {
     "classification": "graftwork.tasks.classification",
     "ner": "graftwork.tasks.ner",
+    "qa": "graftwork.tasks.qa",
     "seq2seq": "graftwork.tasks.seq2seq",
     "causal_lm": "graftwork.tasks.causal_lm",
 }

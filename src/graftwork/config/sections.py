@@ -37,6 +37,18 @@ class TaskConfig(_Section):
         description="Classification: names of labels as the training data spells them, e.g. "
         "{0: negative, 1: positive}, shown by the bundle, predictions, report and server.",
     )
+    # extractive QA (type: qa) only; see graftwork.tasks.qa
+    question: str = Field("question", description="QA, JSON lines: field with the question.")
+    context: str = Field("context", description="QA, JSON lines: field with the context.")
+    answers: str = Field("answers", description="QA, JSON lines: field with the answers.")
+    doc_stride: int | None = Field(
+        None, ge=1, description="QA: context tokens two windows share (default: a quarter)."
+    )
+    max_answer_length: int = Field(30, ge=1, description="QA: longest answer, in tokens.")
+    n_best: int = Field(20, ge=1, description="QA: start and end candidates tried per window.")
+    no_answer: bool = Field(
+        False, description="QA: questions may have no answer (SQuAD v2: is_impossible)."
+    )
 
     # sequence-to-sequence (type: seq2seq) only; see graftwork.tasks.seq2seq
     source: str = Field(
@@ -56,6 +68,20 @@ class TaskConfig(_Section):
             raise ValueError(
                 f"task.{given[0]} is an option of sequence-to-sequence and causal_lm (task types "
                 f"seq2seq, causal_lm), not of {self.type}; remove it, or set task.type"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _qa_options(self) -> TaskConfig:
+        """QA options on another task are a mistake to name, not a key to ignore (a dumped
+        recipe holds every key at its default, so a default value is not a mistake)."""
+        qa = ("question", "context", "answers", "doc_stride", "max_answer_length", "n_best")
+        fields = type(self).model_fields
+        given = [k for k in (*qa, "no_answer") if getattr(self, k) != fields[k].default]
+        if self.type != "qa" and given:
+            raise ValueError(
+                f"task.{given[0]} is an option of extractive QA (task type qa), not of "
+                f"{self.type}; remove it, or set task.type: qa"
             )
         return self
 

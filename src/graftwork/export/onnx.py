@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from graftwork.errors import GraftError
+from graftwork.tasks import output_logits
 
 log = logging.getLogger("graftwork")
 
@@ -55,7 +56,7 @@ class _LogitsOnly(torch.nn.Module):
         self.names = names
 
     def forward(self, *inputs):
-        return self.model(**dict(zip(self.names, inputs, strict=True))).logits
+        return output_logits(self.model(**dict(zip(self.names, inputs, strict=True))))
 
 
 def input_names(tokenizer) -> list[str]:
@@ -72,7 +73,7 @@ def export_fp32(model, tokenizer, path: Path) -> None:
     sample = tokenizer(["a short example", "and a second, longer example text"], padding=True)
     args = tuple(torch.tensor(sample[n]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    token_level = model(**dict(zip(names, args, strict=True))).logits.dim() == 3
+    token_level = output_logits(model(**dict(zip(names, args, strict=True)))).dim() == 3
     axes["logits"] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
     with torch.inference_mode():
         torch.onnx.export(

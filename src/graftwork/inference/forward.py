@@ -24,6 +24,7 @@ import torch
 from graftwork.data import windows
 from graftwork.data.batching import collate, inference_batches
 from graftwork.data.encode import label_ids
+from graftwork.tasks import output_logits
 
 
 def torch_forward(model):
@@ -33,7 +34,8 @@ def torch_forward(model):
 
     @torch.inference_mode()
     def forward(batch: dict) -> np.ndarray:
-        return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+        out = model(**{k: v.to(device) for k, v in batch.items()})
+        return output_logits(out).float().cpu().numpy()
 
     return forward
 

@@ -42,12 +42,14 @@ EMPTY = (
 )
 
 
-def blank_text(texts: list[str]) -> int | None:
-    """The index of the first text with nothing to read, or None."""
+def blank_text(texts: list) -> int | None:
+    """The index of the first text with nothing to read (of a QA {question, context} pair:
+    either part), or None."""
     for index, text in enumerate(texts):
-        rest = text.strip()
-        if not rest or all(unicodedata.category(c) in BLANK for c in rest):
-            return index
+        for part in text.values() if isinstance(text, dict) else [text]:
+            rest = str(part).strip()
+            if not rest or all(unicodedata.category(c) in BLANK for c in rest):
+                return index
     return None
 
 
@@ -133,7 +135,7 @@ class Predictor:
         index = blank_text(texts)
         if index is not None:
             raise GraftError(f"texts[{index}] {EMPTY}")
-        examples = [self.task.from_text(t) for t in texts]
+        examples = [self.task.from_text(t, self.task_config) for t in texts]
         return predict_examples(
             self.forward,
             self.tokenizer,

@@ -145,7 +145,7 @@ class ServedModel:
 
     def _split(self, texts: list[str], tokenizer) -> list[windows.Document]:
         task = self.predictor.task
-        examples = [task.from_text(t) for t in texts]
+        examples = [task.from_text(t, self.predictor.task_config) for t in texts]
         return windows.split(task, tokenizer, examples, self.window, self.stride)
 
     def _answers(self, docs, logits, top_k: int, aggregate: str) -> list[dict]:

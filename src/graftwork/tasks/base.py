@@ -43,8 +43,9 @@ class Task(Protocol):
         """The label vocabulary, from the training examples, in a stable order (`names`: the
         recipe's `task.label_names`, raw label → name, which `read` has applied)."""
 
-    def from_text(self, text: str) -> dict:
-        """An unlabelled example from a raw input text."""
+    def from_text(self, text: Any, task: Any = None) -> dict:
+        """An unlabelled example from a raw input: a text (for QA a {question, context} pair);
+        `task`, the bundle's task section, for tasks whose examples carry its options."""
 
     def encode(self, tokenizer, examples, label2id, max_length: int, path: Path | str):
         """(features, labels or None) for the model; unknown labels are located errors (`path`:

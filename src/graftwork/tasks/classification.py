@@ -71,7 +71,7 @@ def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list
     return [names.get(label, label) for label in ordered]
 
 
-def from_text(text: str) -> dict:
+def from_text(text: str, task=None) -> dict:
     return {"text": text, "text_pair": None, "label": None, "line": 0}
 
 

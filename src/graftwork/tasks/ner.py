@@ -75,7 +75,7 @@ def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list
     return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
 
 
-def from_text(text: str) -> dict:
+def from_text(text: str, task=None) -> dict:
     matches = list(WORD.finditer(text))
     return {
         "tokens": [m.group() for m in matches],

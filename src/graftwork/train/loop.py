@@ -73,12 +73,17 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def summed_loss(model, batch: dict) -> torch.Tensor:
-    """`summed_cross_entropy` of the model's logits for `batch` (its labels popped)."""
+    """`summed_cross_entropy` of the model's logits for `batch` (its labels popped). A span
+    head (extractive QA) has labels (start, end) per row: the cross-entropy over positions of
+    the start and of the end, halved (transformers' QA loss, summed over rows)."""
     labels = batch.pop("labels")
     if getattr(getattr(model, "module", model).config, "is_encoder_decoder", False):
         out = model(**batch, labels=labels)  # teacher forcing: decoder inputs from the labels
     else:
         out = model(**batch)
+    if getattr(out, "start_logits", None) is not None:
+        spans = torch.stack((out.start_logits, out.end_logits), dim=1)  # (batch, 2, tokens)
+        return summed_cross_entropy(spans, labels) / 2
     return summed_cross_entropy(out.logits, labels)
 
 
