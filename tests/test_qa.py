@@ -293,3 +293,43 @@ def test_onnx_export_answers_like_pytorch(trained, squad_small):
     torch_answers = graftwork.load(trained.bundle, backend="torch").predict(inputs)
     onnx_answers = graftwork.load(trained.bundle, backend="onnx").predict(inputs)
     assert [a["answer"] for a in onnx_answers] == [a["answer"] for a in torch_answers]
+
+
+def test_graft_predict_answers_a_question_about_a_context(trained):
+    from typer.testing import CliRunner
+
+    from graftwork.cli import app
+
+    context = "The scion was grafted onto the rootstock in the orchard behind the house."
+    args = ["predict", str(trained.bundle), "--question", "Where?", "--context", context]
+    done = CliRunner().invoke(app, [*args, "--top-k", "2"])
+    assert done.exit_code == 0, done.output
+    answer = json.loads(done.output.strip().splitlines()[-1])
+    assert answer["question"] == "Where?" and len(answer["top_k"]) == 2
+    assert context[answer["start"] : answer["end"]] == answer["answer"]
+    refused = CliRunner().invoke(app, ["predict", str(trained.bundle), "--question", "Where?"])
+    assert refused.exit_code != 0 and "--question and --context together" in str(
+        refused.exception or refused.output
+    )
+
+
+def test_the_server_answers_questions_with_offsets(trained):
+    import httpx
+
+    from test_serve import running
+
+    predictor = graftwork.load(trained.bundle, threads=1)
+    context = "Ann planted the orchard. " * 30 + "Bob grafted the apple trees in 1990."
+    inputs = [{"question": "Who grafted the trees?", "context": context}]
+    with running({"qa": predictor}) as (url, _):
+        done = httpx.post(f"{url}/v1/models/qa/predict", json={"inputs": inputs, "top_k": 2})
+        assert done.status_code == 200, done.text
+        [answer] = done.json()["outputs"]
+        missing = httpx.post(f"{url}/v1/models/qa/predict", json={"inputs": [{"question": "x"}]})
+        blank = {"inputs": [{"question": "Who?", "context": "  "}]}
+        empty = httpx.post(f"{url}/v1/models/qa/predict", json=blank)
+    assert answer["windows"] > 1
+    assert context[answer["start"] : answer["end"]] == answer["answer"]
+    assert answer == {**predictor.predict(inputs, top_k=2)[0], "windows": answer["windows"]}
+    assert missing.status_code == 422 and "context" in missing.text
+    assert empty.status_code == 422 and empty.json()["error"]["type"] == "empty_input"

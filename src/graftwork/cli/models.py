@@ -56,21 +56,30 @@ def predict(
         help="With --input: write the JSON lines here, streaming (constant memory); an "
         "interrupted output is resumed, not restarted.",
     ),
-    top_k: int = typer.Option(1, min=1, help="Classification: also list the k best labels."),
+    top_k: int = typer.Option(
+        1, min=1, help="Classification: also list the k best labels (QA: the k best answers)."
+    ),
     batch_size: int = typer.Option(64, min=1),
     backend: str = BACKEND,
     threads: int = THREADS,
     adapter: str = ADAPTER,
     task: str = TASK,
+    question: str = typer.Option(None, "--question", help="Extractive QA: the question."),
+    context: str = typer.Option(None, "--context", help="Extractive QA: the text to answer from."),
 ):
     """Predict labels (or entities) for texts; one JSON line per input on stdout (or in
-    --output: `graft predict BUNDLE --input big.jsonl --output preds.jsonl`)."""
+    --output: `graft predict BUNDLE --input big.jsonl --output preds.jsonl`). A QA bundle
+    answers `--question Q --context C` (or --input lines of {"question", "context"} JSON)."""
+    if (question is None) != (context is None) or (question is not None and (texts or input)):
+        raise GraftError("extractive QA: give --question and --context together, and no texts")
     if output is not None:
         if input is None or texts:
             raise GraftError("--output streams an --input file: give --input FILE and no texts")
         _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task)
         return
-    items = list(texts or [])
+    items: list = list(texts or [])
+    if question is not None:
+        items.append({"question": question, "context": context})
     if input is not None:
         items += read_texts(input)
     if not items:
@@ -84,7 +93,10 @@ def predict(
         raise GraftError(f"{where} {EMPTY}")
     predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     answers = predictor.predict(items, top_k=top_k, batch_size=batch_size)
-    render.json_lines({"text": text, **answer} for text, answer in zip(items, answers, strict=True))
+    render.json_lines(
+        {**(item if isinstance(item, dict) else {"text": item}), **answer}
+        for item, answer in zip(items, answers, strict=True)
+    )
 
 
 def _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task) -> None:

@@ -55,6 +55,11 @@ EXAMPLE = '{"inputs": ["some text"]}'
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def input_text(item) -> str:
+    """An input's characters: the text, or a QA input's question and context."""
+    return item if isinstance(item, str) else "\n".join(item.values())
+
+
 class Server:
     """The state behind the routes: models by name, settings, metrics, requests in flight."""
 
@@ -103,9 +108,10 @@ class Server:
     def empty(index: int) -> ApiError:
         return ApiError(422, "empty_input", f"inputs[{index}] {EMPTY}", index=index)
 
-    def check_limits(self, inputs: list[str]) -> None:
-        """What the request model cannot check: valid Unicode, blank texts, the total size."""
-        for i, text in enumerate(inputs):
+    def check_limits(self, inputs: list) -> None:
+        """What the request model cannot check: valid Unicode, blank texts, the total size (a
+        QA input's question and context count together)."""
+        for i, text in enumerate(map(input_text, inputs)):
             if SURROGATE.search(text):
                 raise ApiError(
                     422,
@@ -117,7 +123,7 @@ class Server:
         index = blank_text(inputs)
         if index is not None:
             raise self.empty(index)
-        total, limit = sum(len(text) for text in inputs), self.config.max_request_chars
+        total, limit = sum(len(input_text(i)) for i in inputs), self.config.max_request_chars
         if total > limit:
             raise ApiError(
                 413,
@@ -357,6 +363,7 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
     async def predict(request: PredictRequest, name: str = model_name):
         """Labels with scores (classification) or entities with offsets (NER), one per input."""
         model = server.model(name)
+        request.inputs = [i if isinstance(i, str) else i.model_dump() for i in request.inputs]
         server.check_limits(request.inputs)
         outputs = await server.predict(model, request)
         return {"model": name, "task": model.task_name, "outputs": outputs}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -105,7 +106,13 @@ class ServedModel:
 
     async def warm_up(self) -> None:
         """One short and one multi-window text through the whole path; then the model is ready."""
-        await self.predict(["warm up", "warm " * self.window], capped=False)
+        example = self.predictor.task.EXAMPLE
+        if example.startswith("{"):  # a QA model: an object with a question and a context
+            short = json.loads(example)
+            inputs = [short, {**short, "context": "warm " * self.window}]
+        else:
+            inputs = ["warm up", "warm " * self.window]
+        await self.predict(inputs, capped=False)
         self.ready = True
 
     async def close(self) -> None:
@@ -127,7 +134,7 @@ class ServedModel:
     ) -> list[dict]:
         """One answer per text; raises `TooManyWindows` (unless not `capped`: the warm-up),
         `QueueFull` or the model's error for its batch."""
-        if sum(len(t) for t in texts) <= INLINE_CHARS:
+        if sum(len(t) if isinstance(t, str) else len(t["context"]) for t in texts) <= INLINE_CHARS:
             docs = self._split(texts, self.predictor.tokenizer)
             logits = await self.batcher.submit(self._windows(docs, capped))
             return self._answers(docs, logits, top_k, aggregate)

@@ -24,13 +24,23 @@ from graftwork import registry
 from graftwork.errors import GraftError
 
 
+class QuestionInput(BaseModel):
+    """One extractive-QA input: the question and the context its answer is taken from."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str = Field(..., min_length=1)
+    context: str = Field(..., min_length=1)
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    inputs: list[str] = Field(
+    inputs: list[str | QuestionInput] = Field(
         ...,
         min_length=1,
-        description="Texts to label (at most --max-inputs, each at most --max-input-chars).",
+        description="Texts to label (at most --max-inputs, each at most --max-input-chars); "
+        "for an extractive-QA model, {question, context} objects.",
         examples=[[registry.task(name).EXAMPLE for name in registry.TASKS]],
     )
     top_k: int = Field(1, ge=1, le=1000, description="Classification: list the k best labels.")
@@ -57,17 +67,21 @@ class PredictRequest(BaseModel):
 def request_model(max_inputs: int, max_input_chars: int) -> type[PredictRequest]:
     """`PredictRequest` with the server's limits on `inputs` in its schema."""
     text = Annotated[str, Field(min_length=1, max_length=max_input_chars)]
+    pair = create_model(
+        "QuestionInput", __base__=QuestionInput, question=(text, ...), context=(text, ...)
+    )
     return create_model(
         "PredictRequest",
         __base__=PredictRequest,
         inputs=(
-            list[text],  # type: ignore[valid-type]
+            list[Union[text, pair]],  # type: ignore[valid-type]  # noqa: UP007
             Field(
                 ...,
                 min_length=1,
                 max_length=max_inputs,
                 description=f"Texts to label: at most {max_inputs} (--max-inputs), each of 1 "
-                f"to {max_input_chars} characters (--max-input-chars) and not only whitespace.",
+                f"to {max_input_chars} characters (--max-input-chars) and not only whitespace; "
+                "for an extractive-QA model, {question, context} objects.",
                 examples=PredictRequest.model_fields["inputs"].examples,
             ),
         ),
