@@ -173,7 +173,7 @@ def lora_run(tiny_llama, instructions_small, tmp_path_factory):
         instructions_small,
         tmp_path_factory.mktemp("lora"),
         task="causal_lm",
-        method={"type": "lora", "target": ["q_proj", "v_proj"]},
+        method="lora",  # its default targets: the layout's q_proj and v_proj
         train={"lr": 1e-2, "threads": 1, "batch_size": 16},
         generation={"max_new_tokens": 6},
     )

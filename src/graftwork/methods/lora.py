@@ -1,7 +1,9 @@
 """LoRA through the `peft` library.
 
-The backbone is frozen; low-rank updates go into the `target` modules and the task head is
-trained in full (`modules_to_save`). `finish` saves the adapter in PEFT format under
+The backbone is frozen; low-rank updates go into the `target` modules (by default the
+attention's query and value projections, named as the backbone's layout names them:
+`backbones.layout`) and the task head is trained in full (`modules_to_save`; a causal LM's
+head is its pretrained lm_head, which stays frozen). `finish` saves the adapter in PEFT format under
 `adapter/` (loadable with `peft.PeftModel.from_pretrained`) and returns the merged model, so
 the bundle itself is a plain transformers model. The other peft methods (`dora`, `ia3`) reuse
 `wrap`, `finish` and the bundle functions here with their own peft config.
@@ -14,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graftwork.errors import GraftError
 from graftwork.methods import head_modules
 from graftwork.methods.base import (
     FROZEN_ENCODER,
@@ -34,9 +37,12 @@ class LoraConfig(BaseModel):
     r: int = Field(8, ge=1, description="Rank of the update matrices.")
     alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by alpha / r.")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target: list[str] = Field(
-        default_factory=lambda: ["query", "value"],
-        description="Module names (suffixes) that get LoRA updates.",
+    target: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Module names (suffixes) that get LoRA updates (default: the attention's "
+        "query and value projections: query/value for BERT, q_proj/v_proj for Llama, q/v for "
+        "T5, c_attn for GPT-2).",
     )
 
 
@@ -55,10 +61,34 @@ def peft_config(model, config: LoraConfig, **extra):
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=list(config.target),
+        target_modules=targets(model, config),
         modules_to_save=head_modules(model),
         **extra,
     )
+
+
+def targets(model, config: LoraConfig) -> list[str]:
+    """`config.target`, else the last names of the paths of the attention's query and value
+    projections (q, k and v in one where the model fuses them) in the backbone's layout."""
+    if config.target:
+        return list(config.target)
+    from graftwork.backbones.layout import find  # torch
+
+    found = find(model)
+    names: list[str] = []
+    for stack in found.stacks if found is not None else []:
+        paths = (stack.stack.q, stack.stack.v) if stack.stack.q else (stack.stack.qkv,)
+        for path in paths:
+            for name in (alt.split(".")[-1] for alt in (path or "").split("|") if alt):
+                if name not in names:
+                    names.append(name)
+    if not names:
+        raise GraftError(
+            f"method {config.type}: {type(model).__name__} is not in the layout table "
+            "(backbones.layout), so its attention projections have no default names; give "
+            "method.target, e.g. [q_proj, v_proj]"
+        )
+    return names
 
 
 def wrap(model, config):
