@@ -9,11 +9,12 @@ import pytest
 from graftwork.config.recipe import load_recipe, parse_overrides
 from graftwork.errors import RecipeError
 
-# pretraining recipes have their own schema; tests/test_pretrain.py validates them
+# pretraining and few-shot recipes have their own schemas; tests/test_pretrain.py and
+# tests/test_fewshot.py validate them
 RECIPES = [
     p
     for p in sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
-    if not p.name.startswith("pretrain-")
+    if not p.name.startswith(("pretrain-", "fewshot-"))
 ]
 
 

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from graftwork.cli import choose, compress, data, models, render, serve, train
+from graftwork.cli import choose, compress, data, fewshot, models, render, serve, train
 from graftwork.errors import GraftError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ VERBS = {
     "train": train.train,
     "pretrain": train.pretrain,
     "select": data.select,
+    "fewshot": fewshot.fewshot,
     "eval": models.evaluate,
     "predict": models.predict,
     "distill": compress.distill,

@@ -1,0 +1,35 @@
+"""`graft fewshot`: few-shot classification (SetFit) and zero-shot, over `runs/fewshot.py`.
+
+Left out: predicting with the few-shot bundle from the CLI (`FewshotModel.load(...).predict`
+in Python).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from graftwork.cli import render
+from graftwork.cli.inputs import OVERRIDES
+from graftwork.runs.fewshot import fewshot as run_fewshot
+
+
+def fewshot(
+    recipe: Path = typer.Argument(..., help="Few-shot recipe YAML (task, data, fewshot, train)."),
+    overrides: list[str] = OVERRIDES,
+):
+    """Few-shot classification (SetFit): contrastive tuning of the sentence encoder on pairs,
+    then a logistic head; also zero-shot from label descriptions.
+
+    Writes runs/NAME/bundle (encoder/ and head.json) and metrics.json. Example:
+    graft fewshot recipes/fewshot-sst2.yaml fewshot.per_class=16 train.seed=2"""
+    metrics = run_fewshot(recipe, overrides or [])
+    shown = {"few-shot": metrics, "zero-shot": metrics.get("zero_shot", {})}
+    rows = [
+        (split, model, f"{found[split]['accuracy']:.4f}")
+        for model, found in shown.items()
+        for split in ("eval", "test")
+        if split in found
+    ]
+    render.table("few-shot accuracy", ["split", "model", "accuracy"], rows, left=2)

@@ -1,0 +1,331 @@
+"""Few-shot classification: the SetFit recipe, and zero-shot from label descriptions.
+
+`graft fewshot RECIPE` trains a text classifier from a few examples per label (8–64):
+1. the sentence encoder (the backbone as a sentence-transformers model: its own pooling when
+   the folder has one, e.g. MiniLM's mean pooling and normalisation, else mean pooling) is
+   fine-tuned contrastively on pairs: for each training example, `fewshot.iterations` times,
+   one pair with an example of the same label (target cosine 1) and one with an example of
+   another label (target 0), sentence-transformers' `CosineSimilarityLoss` (SetFit, Tunstall
+   et al. 2022);
+2. a logistic-regression head (scikit-learn) is fitted on the tuned encoder's embeddings of the
+   same examples.
+With `fewshot.zero_shot` the run also scores the untrained encoder without any example: each
+text goes to the label whose description ("This sentence is {label}.", or
+`fewshot.descriptions`) is nearest in cosine.
+
+Why a run of its own, not a `method`: a method (methods/base.py) adapts one transformers task
+model that the shared loop trains with the task's loss, and its bundle is that model. SetFit
+trains on pairs with another loss, then fits a head outside torch on mean-pooled embeddings,
+which no `AutoModelForSequenceClassification` head reads (theirs read [CLS] through the
+pooler); and it has no answer for token tasks (NER). So `graft compare` (which trains methods)
+does not run it; `benchmarks/fewshot.py` puts it beside full fine-tuning and LoRA on the same
+examples.
+
+The pair loop is written here (about 20 lines) rather than with `SentenceTransformerTrainer`:
+that needs a `datasets.Dataset`, an output folder and tracker settings, and draws its own
+sampling order; this loop draws pairs and order from `train.seed` alone.
+
+Output (`runs/NAME/bundle`, written atomically): `encoder/` (a sentence-transformers folder,
+also a Hugging Face model folder) and `head.json` (labels, coefficients, intercepts);
+`FewshotModel.load` predicts with it. `metrics.json` holds eval/test accuracy and macro-F1 of
+the trained model and of zero-shot.
+
+Leaves out: checkpoints and resume (runs take minutes), sentence pairs as input, a
+differentiable head trained end to end (SetFit's second option), and the server and ONNX
+export for these bundles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from graftwork import registry
+from graftwork.backbones import load as backbones
+from graftwork.backbones.quiet import quiet
+from graftwork.bundle import atomic
+from graftwork.config.recipe import RecipeBase, load_recipe
+from graftwork.config.sections import DataConfig, TaskConfig
+from graftwork.config.train import TrainConfig
+from graftwork.data.readers import read_examples
+from graftwork.errors import DataError, RecipeError
+from graftwork.machine import describe
+from graftwork.runs import lock
+from graftwork.runs.finetune import setup_logging
+
+log = logging.getLogger("graftwork")
+
+
+class FewshotConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_class: int | None = Field(
+        None, ge=1, description="Train on this many examples of each label (drawn with train.seed)."
+    )
+    iterations: int = Field(
+        20, ge=1, description="Pairs per example and round: one same-label, one other-label."
+    )
+    contrastive: bool = Field(True, description="false: the head alone on the encoder as is.")
+    C: float = Field(1.0, gt=0, description="Inverse L2 strength of the logistic head.")
+    zero_shot: bool = Field(True, description="Also score the untrained encoder zero-shot.")
+    template: str = Field("This sentence is {label}.", description="Label description.")
+    descriptions: dict[str, str] = Field(
+        default_factory=dict, description="label → its own description (beats the template)."
+    )
+
+
+class FewshotTrain(TrainConfig):
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-5, gt=0)
+
+
+class FewshotRecipe(RecipeBase):
+    name: str = "fewshot"
+    task: TaskConfig = TaskConfig()
+    data: DataConfig = DataConfig()
+    fewshot: FewshotConfig = FewshotConfig()
+    train: FewshotTrain = FewshotTrain()
+
+
+def load_fewshot_recipe(source, overrides: list[str] | None = None) -> FewshotRecipe:
+    recipe = load_recipe(source, overrides, model=FewshotRecipe)
+    if recipe.task.type != "classification" or recipe.task.text_pair is not None:
+        raise RecipeError(
+            f"recipe {recipe.name}: few-shot learning classifies single texts (task.type "
+            f"classification, no text_pair); got {recipe.task.type}. For NER, fine-tune with "
+            "graft train (a method such as full or lora)"
+        )
+    if recipe.data.train is None:
+        raise RecipeError(f"recipe {recipe.name}: data.train is required; give a file path")
+    return recipe
+
+
+# ---------------------------------------------------------------- data
+
+
+def per_class(examples: list[dict], n: int | None, seed: int) -> list[dict]:
+    """`n` examples of each label, drawn with `seed`, in file order (None: all of them)."""
+    if n is None:
+        return examples
+    by_label: dict[str, list[int]] = {}
+    for i, example in enumerate(examples):
+        by_label.setdefault(example["label"], []).append(i)
+    short = {label: len(rows) for label, rows in by_label.items() if len(rows) < n}
+    if short:
+        raise DataError(
+            f"fewshot.per_class is {n}, but label(s) {short} have fewer training examples; "
+            "lower fewshot.per_class or add examples"
+        )
+    rng = random.Random(seed)
+    keep = sorted(i for label in sorted(by_label) for i in rng.sample(by_label[label], n))
+    return [examples[i] for i in keep]
+
+
+def pairs(labels: list[str], rounds: int, seed: int) -> list[tuple[int, int, float]]:
+    """SetFit's pairs: per round and example, (i, same-label j ≠ i, 1.0) and (i, other, 0.0)."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    out = []
+    for _ in range(rounds):
+        for i, label in enumerate(labels):
+            same = [j for j in by_label[label] if j != i]
+            if same:
+                out.append((i, rng.choice(same), 1.0))
+            other = [j for j in range(len(labels)) if labels[j] != label]
+            if other:
+                out.append((i, rng.choice(other), 0.0))
+    return out
+
+
+# ---------------------------------------------------------------- model
+
+
+def load_encoder(recipe: FewshotRecipe):
+    """The backbone as a sentence-transformers model on the CPU (or the GPU when there is one)."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = backbones.resolve(recipe.backbone)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with quiet():
+        encoder = SentenceTransformer(str(folder), device=device)
+    encoder.max_seq_length = recipe.data.max_length
+    return encoder
+
+
+def embed(encoder, texts: list[str], batch_size: int) -> np.ndarray:
+    """Normalised sentence embeddings, (texts, dim), in eval mode."""
+    return encoder.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+    )
+
+
+def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRecipe) -> list:
+    """Fine-tune `encoder` on SetFit pairs; returns the loss history [[step, loss], …]."""
+    from sentence_transformers import losses
+    from transformers import get_linear_schedule_with_warmup
+
+    cfg = recipe.train
+    todo = pairs(labels, recipe.fewshot.iterations, cfg.seed)
+    if not todo:
+        raise DataError("no training pairs: few-shot training needs two labels or more")
+    loss_fn = losses.CosineSimilarityLoss(encoder)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = math.ceil(len(todo) / cfg.batch_size)
+    steps = max(1, math.ceil(cfg.epochs * batches))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
+    rng, device, history = random.Random(cfg.seed), encoder.device, []
+    encoder.train()
+    step, running = 0, []
+    while step < steps:
+        order = todo[:]
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            if step >= steps:
+                break
+            batch = order[start : start + cfg.batch_size]
+            sides = [encoder.preprocess([texts[pair[k]] for pair in batch]) for k in (0, 1)]
+            sides = [{k: _to(v, device) for k, v in side.items()} for side in sides]
+            target = torch.tensor([pair[2] for pair in batch], device=device)
+            loss = loss_fn(sides, target)  # MSE(cosine(u, v), target)
+            loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            running.append(loss.item())
+            if step % cfg.log_every == 0 or step == steps:
+                history.append([step, sum(running) / len(running)])
+                log.info("step %d/%d  pair loss %.4f", step, steps, history[-1][1])
+                running = []
+    encoder.eval()
+    return history
+
+
+def _to(value, device):
+    """A tensor on `device`; other tokenizer outputs (sentence-transformers adds some) as is."""
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+class FewshotModel:
+    """A trained few-shot classifier: the encoder and the logistic head over its embeddings."""
+
+    def __init__(self, encoder, labels: list[str], coef: np.ndarray, intercept: np.ndarray):
+        self.encoder, self.labels = encoder, labels
+        self.coef, self.intercept = coef, intercept
+
+    @classmethod
+    def load(cls, bundle: Path) -> FewshotModel:
+        from sentence_transformers import SentenceTransformer
+
+        head = json.loads((Path(bundle) / "head.json").read_text(encoding="utf-8"))
+        with quiet():
+            encoder = SentenceTransformer(str(Path(bundle) / "encoder"), device="cpu")
+        return cls(encoder, head["labels"], np.array(head["coef"]), np.array(head["intercept"]))
+
+    def scores(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Log-probabilities per label, (texts, labels)."""
+        logits = embed(self.encoder, texts, batch_size) @ self.coef.T + self.intercept
+        if logits.shape[1] == 1:  # scikit-learn's binary head: one column for labels[1]
+            logits = np.hstack([np.zeros_like(logits), logits])
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
+        return [self.labels[i] for i in self.scores(texts, batch_size).argmax(axis=1)]
+
+
+def fit_head(embeddings: np.ndarray, labels: list[str], names: list[str], C: float, seed: int):
+    """(coef, intercept) of a logistic regression on the embeddings (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = LogisticRegression(C=C, max_iter=2000, random_state=seed)
+    head.fit(embeddings, [names.index(label) for label in labels])
+    return head.coef_, head.intercept_
+
+
+def zero_shot_scores(encoder, texts: list[str], names: list[str], recipe: FewshotRecipe):
+    """Cosine of each text to each label's description, (texts, labels)."""
+    config = recipe.fewshot
+    described = [config.descriptions.get(n, config.template.format(label=n)) for n in names]
+    batch = recipe.train.eval_batch_size
+    return embed(encoder, texts, batch) @ embed(encoder, described, batch).T
+
+
+def scored(examples: list[dict], scores: np.ndarray, names: list[str]) -> dict:
+    """The classification task's metrics (accuracy, macro-F1, confusion) of `scores`."""
+    task = registry.task("classification")
+    gold = [names.index(e["label"]) for e in examples]
+    return task.evaluate(examples, None, list(scores), gold, dict(enumerate(names)))
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _read(recipe: FewshotRecipe, split: str) -> list[dict] | None:
+    raw = getattr(recipe.data, split)
+    if raw is None:
+        return None
+    path = recipe.resolve_path(raw)
+    return read_examples(path, recipe.task, recipe.data, shown=recipe.show_path(raw)).examples
+
+
+@lock.whole_run
+def fewshot(recipe, overrides: list[str] | None = None) -> dict:
+    """Train (contrastive encoder, then the head), evaluate, write the bundle and metrics."""
+    recipe = load_fewshot_recipe(recipe, overrides)
+    cfg, run_dir = recipe.train, recipe.run_dir
+    lock.acquire(run_dir)
+    setup_logging(run_dir)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    examples = per_class(_read(recipe, "train"), recipe.fewshot.per_class, cfg.seed)
+    evals = {s: rows for s in ("eval", "test") if (rows := _read(recipe, s)) is not None}
+    names = registry.task("classification").label_set(examples, recipe.task.label_names)
+    for split, rows in evals.items():
+        unseen = sorted({e["label"] for e in rows} - set(names))
+        if unseen:
+            raise DataError(f"data.{split}: label(s) {unseen} are not in the training examples")
+    texts, labels = [e["text"] for e in examples], [e["label"] for e in examples]
+    log.info("%s: %d training examples, labels %s", recipe.name, len(examples), names)
+    encoder = load_encoder(recipe)
+    metrics: dict = {"labels": names, "train_examples": len(examples)}
+    if recipe.fewshot.zero_shot:
+        metrics["zero_shot"] = {}
+        for split, rows in evals.items():
+            scores = zero_shot_scores(encoder, [e["text"] for e in rows], names, recipe)
+            metrics["zero_shot"][split] = scored(rows, scores, names)
+    started, history = time.perf_counter(), []
+    if recipe.fewshot.contrastive:
+        history = contrastive(encoder, texts, labels, recipe)
+    coef, intercept = fit_head(
+        embed(encoder, texts, cfg.eval_batch_size), labels, names, recipe.fewshot.C, cfg.seed
+    )
+    model = FewshotModel(encoder, names, coef, intercept)
+    metrics["train"] = {
+        "seconds": time.perf_counter() - started,
+        "pairs": len(pairs(labels, recipe.fewshot.iterations, cfg.seed)),
+        "loss_history": history,
+        "machine": describe(),
+    }
+    for split, rows in evals.items():
+        metrics[split] = scored(rows, model.scores([e["text"] for e in rows]), names)
+        log.info("%s: accuracy %.4f", split, metrics[split]["accuracy"])
+    head = {"labels": names, "coef": coef.tolist(), "intercept": intercept.tolist()}
+    with atomic.building(run_dir / "bundle") as tmp:
+        encoder.save(str(tmp / "encoder"))
+        atomic.write_json(tmp / "head.json", head | {"recipe": recipe.model_dump(mode="json")})
+    atomic.write_json(run_dir / "metrics.json", metrics)
+    return metrics
