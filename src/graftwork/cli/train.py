@@ -2,7 +2,11 @@
 
 `--nproc N` re-launches the same command under `torch.distributed.run` (one process per
 share of each batch; gloo on CPU, NCCL on GPU); the children see WORLD_SIZE and train.
-Left out: multi-node launches (run torchrun yourself for those).
+Several machines: the same command on each, with `--nnodes N --node-rank R --master-addr HOST
+--master-port P` (R = 0 on the machine at HOST); the launcher's static rendezvous joins them
+into one data-parallel run of N × nproc processes. The run folder and the data must be on a file
+system every machine sees (checkpoints gather every process's RNG state in one folder).
+`torchrun --nnodes … -m graftwork.cli train RECIPE` works as well (the same entry point).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import typer
 
 from graftwork.cli import render
 from graftwork.cli.inputs import NPROC, OVERRIDES, OVERWRITE, RESUME
+from graftwork.errors import GraftError
 from graftwork.runs import finetune
 from graftwork.runs.pretrain import pretrain as run_pretrain
 
@@ -26,10 +31,34 @@ def _distributed_child() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _relaunch(nproc: int) -> None:
-    """Run this same command in `nproc` processes with torch.distributed.run, then exit with
-    their status. A user error (exit 2), which every process has printed, is not followed by
-    the launcher's own traceback and log line."""
+NNODES = typer.Option(1, "--nnodes", min=1, help="Machines in a multi-node run.")
+NODE_RANK = typer.Option(0, "--node-rank", min=0, help="This machine's rank (0: at --master-addr).")
+MASTER_ADDR = typer.Option(
+    "127.0.0.1", "--master-addr", help="Multi-node: host name or address of node rank 0."
+)
+MASTER_PORT = typer.Option(29500, "--master-port", min=1, max=65535, help="Multi-node: its port.")
+LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def _launcher_args(nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> list[str]:
+    """torch.distributed.run's arguments: standalone on one machine, else static rendezvous."""
+    if nnodes == 1:
+        return ["--standalone", f"--nproc_per_node={nproc}"]
+    if node_rank >= nnodes:
+        raise GraftError(f"--node-rank {node_rank} is not below --nnodes {nnodes} (ranks 0…N-1)")
+    return [
+        f"--nnodes={nnodes}",
+        f"--node_rank={node_rank}",
+        f"--master_addr={addr}",
+        f"--master_port={port}",
+        f"--nproc_per_node={nproc}",
+    ]
+
+
+def _relaunch(nproc: int, launcher: list[str]) -> None:
+    """Run this same command in `nproc` processes with torch.distributed.run (`launcher`: its
+    arguments), then exit with their status. A user error (exit 2), which every process has
+    printed, is not followed by the launcher's own traceback and log line."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args
     from torch.distributed.run import run as launch
@@ -40,18 +69,16 @@ def _relaunch(nproc: int) -> None:
         if skip:
             skip = False
             continue
-        if arg == "--nproc":
+        if arg in LAUNCH_OPTIONS:
             skip = True
             continue
-        if arg.startswith("--nproc="):
+        if arg.startswith(tuple(f"{option}=" for option in LAUNCH_OPTIONS)):
             continue
         argv.append(arg)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
-        launch(
-            parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "graftwork.cli", *argv])
-        )
+        launch(parse_args([*launcher, "-m", "graftwork.cli", *argv]))
     except ChildFailedError as exc:
         _, first = exc.get_first_failure()  # the others may have been stopped because of it
         raise typer.Exit(2 if first.exitcode == 2 else 1) from None
@@ -67,9 +94,14 @@ def _training_verb(stage: str, doc: str):
         resume: bool = RESUME,
         overwrite: bool = OVERWRITE,
         nproc: int = NPROC,
+        nnodes: int = NNODES,
+        node_rank: int = NODE_RANK,
+        master_addr: str = MASTER_ADDR,
+        master_port: int = MASTER_PORT,
     ):
-        if nproc > 1 and not _distributed_child():
-            _relaunch(nproc)
+        if (nproc > 1 or nnodes > 1) and not _distributed_child():
+            launcher = _launcher_args(nproc, nnodes, node_rank, master_addr, master_port)
+            _relaunch(nproc, launcher)
         run_stage = getattr(finetune, stage)
         result = run_stage(recipe, overrides or [], resume=resume, overwrite=overwrite)
         if result.metrics:  # the main process prints

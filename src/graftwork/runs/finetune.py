@@ -133,7 +133,8 @@ def start(recipe, overrides, resume: bool, overwrite: bool):
     track.begin(recipe, accelerator.is_main_process, resume)  # recipe `tracking:`, if any
     accelerator.wait_for_everyone()
     cores = os.cpu_count() or 1
-    torch.set_num_threads(recipe.train.threads or max(1, cores // accelerator.num_processes))
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))  # on this machine
+    torch.set_num_threads(recipe.train.threads or max(1, cores // here))
     torch.manual_seed(recipe.train.seed)
     return recipe, accelerator
 
