@@ -12,7 +12,9 @@ import sys
 
 import typer
 
-from graftwork.cli import choose, compress, data, fewshot, models, render, serve, train
+from graftwork.cli import choose, compress, data, fewshot, models, render, serve, train, tune
+from graftwork.cli import generate as generate_verb
+from graftwork.cli import trim as trim_verb
 from graftwork.errors import GraftError
 
 app = typer.Typer(
@@ -26,14 +28,17 @@ VERBS = {
     "train": train.train,
     "pretrain": train.pretrain,
     "select": data.select,
+    "trim": trim_verb.trim,
     "fewshot": fewshot.fewshot,
     "eval": models.evaluate,
     "predict": models.predict,
+    "generate": generate_verb.generate,
     "distill": compress.distill,
     "prune": compress.prune,
     "export": compress.export,
     "info": models.info,
     "compare": choose.compare,
+    "tune": tune.tune,
     "advise": choose.advise,
     "serve": serve.serve,
 }

@@ -200,6 +200,31 @@ def comparison(title: str, columns: Sequence[str], rows, folder) -> None:
     out.print(f"table: {folder / 'compare.json'}\nreport: {folder / 'report.html'}")
 
 
+def tuning(summary: dict, folder) -> None:
+    """`graft tune`: the best trials (five at most), the counts, then where the outputs are."""
+    metric = summary["metric"]
+    done = [t for t in summary["trials"] if t["state"] == "complete"]
+    done.sort(key=lambda t: -t["value"])
+    keys = sorted({k for t in done for k in t["params"]})
+    rows = [
+        [str(t["number"]), f"{t['value']:.4f}", *(_shown(t["params"].get(k)) for k in keys)]
+        for t in done[:5]
+    ]
+    table(f"{summary['study']}: best trials", ("trial", metric, *keys), rows)
+    counts = summary["counts"]
+    written = [
+        f"trials: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed; pruning saved about {summary['pruning_saved_seconds']:.0f} s"
+    ]
+    if done:
+        written.append(f"best recipe: {folder / 'best.yaml'}")
+    lines([*written, f"report: {folder / 'report.html'}"])
+
+
+def _shown(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def advice(advice) -> None:
     """`graft advise`: the recommendation, then each rule that led to it."""
     for key in ("backbone", "method", "compression"):

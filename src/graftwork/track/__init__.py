@@ -169,7 +169,7 @@ def _mlflow_sink(recipe, run_dir: Path, params: dict, text: str, resume: bool):
             old = MlflowSink(cfg.uri, earlier["run_id"])
             if resume:
                 log.info("tracking: continuing MLflow run %s", old.run_id)
-                return old.reopen(cfg.uri, old.run_id)
+                return old.reopen(cfg.uri, old.run_id, cfg.log_model)
             if old.status() == "RUNNING":
                 old.tag("graftwork.end", "its process ended without closing the run")
                 old.end(KILLED)
@@ -196,8 +196,8 @@ def _mlflow_sink(recipe, run_dir: Path, params: dict, text: str, resume: bool):
 class Group:
     """The parent record of several runs (graft compare, graft tune)."""
 
-    def __init__(self, sink, name: str):
-        self.sink, self.name = sink, name
+    def __init__(self, sink, name: str, experiment: str | None = None):
+        self.sink, self.name, self.experiment = sink, name, experiment
         self.tracker = Tracker([sink] if sink is not None else [])
 
     @property
@@ -205,10 +205,11 @@ class Group:
         return None if self.sink is None else self.sink.run_id
 
     def overrides(self) -> list[str]:
-        """Recipe overrides that put a run into this group."""
+        """Recipe overrides that put a run into this group (and its MLflow experiment)."""
         found = [f"tracking.group={self.name}"]
         if self.sink is not None:
             found.append(f"tracking.mlflow.parent_run={self.sink.run_id}")
+            found.append(f"tracking.mlflow.experiment={json.dumps(self.experiment)}")
         return found
 
 
@@ -217,8 +218,9 @@ def group(recipe, name: str, kind: str, params: dict | None = None, run_id: str 
     """A parent MLflow run named `name` for the runs of a `kind` ("compare", "tune") of
     `recipe` (continued when `run_id` is given): yields a `Group`, closed with the outcome."""
     cfg = recipe.tracking
-    sink = None
+    sink, experiment = None, None
     if cfg.mlflow is not None:
+        experiment = cfg.mlflow.experiment or recipe.name
         from graftwork.track.to_mlflow import MlflowSink
 
         try:
@@ -226,7 +228,6 @@ def group(recipe, name: str, kind: str, params: dict | None = None, run_id: str 
                 sink = MlflowSink.reopen(cfg.mlflow.uri, run_id)
             else:
                 tags = {"graftwork.kind": kind, "graftwork.group": name}
-                experiment = cfg.mlflow.experiment or recipe.name
                 flat = {**recipe_params(recipe), **{k: str(v) for k, v in (params or {}).items()}}
                 sink = MlflowSink.create(cfg.mlflow, experiment, name, flat, tags)
         except Exception as exc:
@@ -234,7 +235,7 @@ def group(recipe, name: str, kind: str, params: dict | None = None, run_id: str 
                 f"tracking.mlflow: MLflow could not record the {kind} at {cfg.mlflow.uri!r} "
                 f"({type(exc).__name__}: {exc}); fix tracking.mlflow.uri or remove it"
             ) from None
-    found = Group(sink, name)
+    found = Group(sink, name, experiment)
     status = FAILED
     try:
         yield found

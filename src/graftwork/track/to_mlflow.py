@@ -12,6 +12,7 @@ memory) and the model registry (register a logged model with `mlflow.register_mo
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 import yaml
 
 from graftwork.errors import GraftError
+
+log = logging.getLogger("graftwork")
 
 SQLITE = "sqlite:///"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -55,9 +58,10 @@ def experiment_id(mlflow_client, name: str, artifacts: str | None) -> str:
 class MlflowSink:
     NAME = "MLflow"
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, log_model: bool = True):
         self.uri = uri
         self.run_id = run_id
+        self.log_model = log_model
         self.client = client(uri)
 
     @classmethod
@@ -80,7 +84,7 @@ class MlflowSink:
         if cfg.parent_run:
             tags["mlflow.parentRunId"] = cfg.parent_run
         run = mlflow_client.create_run(exp, run_name=run_name, tags=tags)
-        sink = cls(cfg.uri, run.info.run_id)
+        sink = cls(cfg.uri, run.info.run_id, cfg.log_model)
         items = [Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
@@ -90,9 +94,9 @@ class MlflowSink:
         return sink
 
     @classmethod
-    def reopen(cls, uri: str, run_id: str) -> MlflowSink:
+    def reopen(cls, uri: str, run_id: str, log_model: bool = True) -> MlflowSink:
         """Continue an earlier run (a resumed training run)."""
-        sink = cls(uri, run_id)
+        sink = cls(uri, run_id, log_model)
         sink.client.update_run(run_id, status="RUNNING")
         return sink
 
@@ -119,7 +123,11 @@ class MlflowSink:
     def model(self, bundle: Path) -> None:
         """The bundle as a pyfunc model linked to this run (its `models:/` URI is the run's tag
         graftwork.model_uri): `mlflow.pyfunc.load_model(URI).predict(texts)` gives
-        `graftwork.load`'s answers (graftwork must be installed where it is loaded)."""
+        `graftwork.load`'s answers (graftwork must be installed where it is loaded). Nothing
+        with `tracking.mlflow.log_model: false`."""
+        if not self.log_model:
+            return
+        log.info("tracking: logging the bundle %s as an MLflow model", bundle)
         import mlflow
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 

@@ -143,7 +143,6 @@ class Tracker:
     def model(self, bundle: Path) -> None:
         """The run's bundle, as each tracker keeps models."""
         if self.sinks:
-            log.info("tracking: logging the bundle %s as a model", bundle)
             self._each("store the bundle", lambda sink: sink.model(Path(bundle)))
 
     def end(self, status: str) -> None:
