@@ -374,6 +374,13 @@ def test_the_shipped_pretraining_recipe_validates_and_its_data_exist():
     assert recipe.resolve_path(data.train).is_file() and recipe.resolve_path(data.eval).is_file()
 
 
+def test_the_finbert_chain_recipes_validate_and_read_the_select_step_output():
+    recipe = load_pretrain_recipe(RECIPE.with_name("pretrain-finance.yaml"))
+    assert recipe.mlm.mask_ratio == 0.20 and recipe.vocab.mine is not None
+    assert recipe.data.train == "runs/finance-select.txt"  # what step 1 (graft select) writes
+    assert recipe.resolve_path(recipe.data.eval).is_file()
+
+
 @pytest.mark.slow
 def test_minilm_domain_pretraining_lowers_perplexity_and_tokens_per_word(tmp_path):
     recipe = load_pretrain_recipe(
