@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from graftwork.inference.predictor import EMPTY, blank_text
 from graftwork.serve.batcher import QueueFull
 from graftwork.serve.config import ServeConfig
+from graftwork.serve.generate import add_generate_route
 from graftwork.serve.guard import Guard
 from graftwork.serve.metrics import CONTENT_TYPE as PROMETHEUS
 from graftwork.serve.metrics import ServerMetrics
@@ -375,5 +376,5 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         response_model_exclude_none=True,
         responses=error_responses(400, 401, 404, 408, 413, 422, 500, 503, 504),
     )(predict)
-
+    add_generate_route(app, server, model_name)  # causal_lm bundles: whole or streamed text
     return app
