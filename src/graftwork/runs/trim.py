@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from graftwork.backbones.load import resolve
+from graftwork.backbones.load import load_tokenizer, resolve
 from graftwork.bundle import MANIFEST, atomic, read_manifest, write_bundle
 from graftwork.config.recipe import BackboneConfig, DataConfig, TaskConfig
 from graftwork.data.readers import read_examples
@@ -94,7 +94,7 @@ def kept_ids(tokenizer, texts: list[str], batch: int = 2000) -> list[int]:
     normalizer = tokenizer.backend_tokenizer.normalizer
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
+        for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
             keep.update(ids)
         for line in chunk:
             chars.update(normalizer.normalize_str(line) if normalizer else line)
@@ -168,7 +168,6 @@ def trim(
 ) -> Trimmed:
     """Trim backbone or bundle `source` to the pieces of `corpora`; write it to `output`."""
     from safetensors.torch import save_file
-    from transformers import AutoTokenizer
 
     started = time.perf_counter()
     bundle = Path(source).is_dir() and (Path(source) / MANIFEST).is_file()
@@ -181,7 +180,7 @@ def trim(
                 "and unsharded safetensors weights"
             )
     texts = corpus_texts(corpora, fmt, text)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = load_tokenizer(folder, BackboneConfig(name=str(folder)))
     kept = kept_ids(tokenizer, texts)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     state, params_before, params_after = trim_weights(folder, config["vocab_size"], kept)
