@@ -54,6 +54,17 @@ def param_groups(model, weight_decay: float, lr: float, lr_scales: dict | None =
     ]
 
 
+def fused_adamw(groups: list[dict]) -> bool:
+    """Whether PyTorch's fused AdamW kernel can update these parameters: floating point, on
+    the CPU or a GPU. It updates each tensor in one pass instead of the foreach path's dozen
+    (on the CPU that path loops over the tensors op by op); the update is the same up to
+    rounding."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
+
+
 def labelled(labels: list) -> int:
     """Items that count in the loss: examples, or labelled first pieces for token tasks."""
     if labels and isinstance(labels[0], list):
@@ -77,10 +88,11 @@ def summed_loss(model, batch: dict) -> torch.Tensor:
     head (extractive QA) has labels (start, end) per row: the cross-entropy over positions of
     the start and of the end, halved (transformers' QA loss, summed over rows)."""
     labels = batch.pop("labels")
-    if getattr(getattr(model, "module", model).config, "is_encoder_decoder", False):
-        out = model(**batch, labels=labels)  # teacher forcing: decoder inputs from the labels
-    else:
-        out = model(**batch)
+    inner = getattr(model, "module", model)  # the model inside data-parallel training
+    if getattr(inner.config, "is_encoder_decoder", False):  # teacher forcing: the decoder reads
+        # the labels shifted right after its start token (as the model does when given labels)
+        batch["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
+    out = model(**batch)
     if getattr(out, "start_logits", None) is not None:
         spans = torch.stack((out.start_logits, out.end_logits), dim=1)  # (batch, 2, tokens)
         return summed_cross_entropy(spans, labels) / 2
@@ -146,7 +158,7 @@ def fit(
     lengths = [len(f["input_ids"]) for f in features]
     steps = total_steps(len(features), cfg)
     groups = param_groups(model, cfg.weight_decay, cfg.lr, lr_scales)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused_adamw(groups))
     if lr_schedule is not None:
         scheduler = lr_schedule(optimizer, steps)
     else:
