@@ -334,3 +334,58 @@ def test_methods_and_objectives_that_cannot_train_an_encoder_decoder_are_refused
         load_recipe({"task": {"type": "seq2seq"}, "objective": ewc})
     with pytest.raises(RecipeError, match="task.prefix is an option of sequence-to-sequence"):
         load_recipe({"task": {"type": "classification", "prefix": "translate: "}})
+
+
+@pytest.fixture(scope="module")
+def bart_bundle(request, multi30k, tmp_path_factory) -> Path:
+    recipe = recipe_for("bart", "full", request, multi30k, tmp_path_factory.mktemp("bart-run"))
+    recipe["train"] = {**TRAIN, "epochs": 4}  # enough that outputs differ by input
+    return train(recipe).bundle
+
+
+def test_served_answers_are_the_predictors_under_concurrent_requests(bart_bundle):
+    from test_serve import post_all, running
+
+    predictor = graftwork.load(bart_bundle, threads=1)
+    texts = [line.strip() for line in head(DATA / "multi30k" / "val.en", 24)]
+    alone = [predictor.predict([t])[0] for t in texts]
+    assert len({a["score"] for a in alone}) == len(texts), "answers too alike to tell a mix-up"
+    with running({"bart": predictor}, max_wait_ms=20, max_batch_size=8) as (url, _):
+        responses = post_all(url, "/v1/models/bart/predict", [{"inputs": [t]} for t in texts])
+    for response, want in zip(responses, alone, strict=True):
+        assert response.status_code == 200, response.text
+        (got,) = response.json()["outputs"]
+        assert got["generated_text"] == want["generated_text"]
+        assert got["score"] == pytest.approx(want["score"], abs=1e-4)  # batched with others
+
+
+def test_graft_predict_prints_the_source_and_its_generated_text(bart_bundle):
+    from typer.testing import CliRunner
+
+    from graftwork.cli import app
+
+    done = CliRunner().invoke(app, ["predict", str(bart_bundle), "A man sings ."])
+    assert done.exit_code == 0, done.output
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    want = graftwork.load(bart_bundle).predict(["A man sings ."])[0]
+    assert line == {"text": "A man sings .", **want}
+
+
+@pytest.mark.parametrize("stage", ["export", "distill", "prune"])
+def test_stages_that_cannot_take_a_seq2seq_bundle_say_why(bart_bundle, stage, tmp_path):
+    from graftwork.errors import GraftError
+
+    if stage == "export":
+        from graftwork.export import export_bundle
+
+        run = lambda: export_bundle(bart_bundle)  # noqa: E731
+    elif stage == "distill":
+        from graftwork.runs.distill import distill
+
+        run = lambda: distill(bart_bundle)  # noqa: E731
+    else:
+        from graftwork.runs.prune import prune_bundle
+
+        run = lambda: prune_bundle(bart_bundle, tmp_path / "pruned", 0.5, 0.5)  # noqa: E731
+    with pytest.raises(GraftError, match=f"{bart_bundle} is a seq2seq"):
+        run()

@@ -131,5 +131,6 @@ def build(encoder: Path, decoder: Path, out: Path, name: str) -> None:
         setattr(model.config, key, value)
         setattr(model.generation_config, key, value)
     model.config.vocab_size = model.config.decoder.vocab_size
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    with quiet():
+        model.save_pretrained(str(out), safe_serialization=True)
+        tokenizer.save_pretrained(str(out))

@@ -58,7 +58,7 @@ def export_bundle(
     """Add onnx/model.onnx (and onnx/model-int8.onnx) to `bundle`; returns the parity report."""
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
-    refuse(predictor.manifest.method, "export", bundle)
+    refuse(predictor.manifest.method, "export", bundle, task=predictor.manifest.task)
     examples, data_shown = parity_examples(predictor, data, limit)
     task, tokenizer = predictor.task, predictor.tokenizer
     label2id = {v: k for k, v in predictor.id2label.items()}

@@ -98,13 +98,24 @@ def supported(refuses: dict[str, str]) -> frozenset[str]:
     return frozenset(STAGES) - set(refuses)
 
 
-def refuse(method: str | None, stage: str, where: object, error: type = GraftError) -> None:
-    """Raise `error` with the method's own message when `stage` cannot take `method`.
+def refuse(
+    method: str | None,
+    stage: str,
+    where: object,
+    error: type = GraftError,
+    task: str | None = None,
+) -> None:
+    """Raise `error` with the method's own message when `stage` cannot take `method`, or the
+    task's (`task`: a task that names the stages it cannot take in `REFUSES`, like seq2seq).
 
     `method` is a recipe's or a bundle manifest's method; None (a backbone folder from
     `graft pretrain`, which holds plain weights) is refused nothing."""
     if stage not in STAGES:
         raise GraftError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if task is not None and task in registry.TASKS:
+        reason = getattr(registry.task(task), "REFUSES", {}).get(stage)
+        if reason is not None:
+            raise error(reason.format(where=where, method=method))
     if method is None:
         return
     reason = registry.method(method).REFUSES.get(stage)

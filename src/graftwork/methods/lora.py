@@ -74,9 +74,11 @@ def targets(model, config: LoraConfig) -> list[str]:
         return list(config.target)
     from graftwork.backbones.layout import find  # torch
 
-    found = find(model)
+    parts = [model]
+    if find(model) is None and getattr(model.config, "is_encoder_decoder", False):
+        parts = [model.get_encoder(), model.get_decoder()]  # warm-started from two backbones
     names: list[str] = []
-    for stack in found.stacks if found is not None else []:
+    for stack in [s for part in parts if (found := find(part)) is not None for s in found.stacks]:
         paths = (stack.stack.q, stack.stack.v) if stack.stack.q else (stack.stack.qkv,)
         for path in paths:
             for name in (alt.split(".")[-1] for alt in (path or "").split("|") if alt):

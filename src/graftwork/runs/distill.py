@@ -28,7 +28,7 @@ def distill(teacher_bundle: Path, recipe=None, overrides: list[str] | None = Non
     """Train a student from `teacher_bundle`; the recipe gives data, training and
     `compress.distill` (default: the teacher's own recipe with a 3-layer student)."""
     manifest = read_manifest(teacher_bundle)
-    refuse(manifest.method, "distill", teacher_bundle)
+    refuse(manifest.method, "distill", teacher_bundle, task=manifest.task)
     if recipe is None:
         recipe = dict(manifest.recipe)
         recipe["name"] = f"{manifest.name}-student"

@@ -50,6 +50,8 @@ def task_recipes(recipe) -> dict:
             "multitask.tasks.NAME.data and leave the top-level data section empty"
         )
     refuse(recipe.method.type, "multitask", recipe.name, RecipeError)
+    for entry in recipe.multitask.tasks.values():
+        refuse(recipe.method.type, "multitask", recipe.name, RecipeError, task=entry.task.type)
     return {
         name: recipe.model_copy(update={"task": entry.task, "data": entry.data, "multitask": None})
         for name, entry in recipe.multitask.tasks.items()

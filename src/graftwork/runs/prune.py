@@ -127,7 +127,7 @@ def prune_bundle(
         raise GraftError(
             f"{bundle} is already pruned; prune the original bundle again with larger fractions"
         )
-    refuse(manifest.method, "prune", bundle)
+    refuse(manifest.method, "prune", bundle, task=manifest.task)
     model = predictor.model
     prunable_layers(model)  # refuse other architectures before reading any data
     recipe = load_recipe(manifest.recipe)

@@ -46,6 +46,17 @@ DEFAULT_FORMAT = "parallel"
 EXAMPLE = "A man in a blue shirt is riding a bicycle down the street."
 METHODS = ("full", "lora")  # the methods whose training applies to an encoder-decoder
 OBJECTIVES = ()  # DANN's and EWC's losses are written for an encoder's classification head
+# the stages (`methods.base.STAGES`) a seq2seq model cannot take, and why ({where}: the bundle)
+REFUSES = {
+    "export": "{where} is a seq2seq model, which generates token by token; graftwork exports no "
+    "generation loop to ONNX, so generation stays in PyTorch (predict and serve it as it is)",
+    "distill": "distillation matches a teacher's label logits; {where} is a seq2seq model, "
+    "which writes text instead (train a smaller encoder-decoder on the same data)",
+    "prune": "pruning removes heads and FFN neurons of a BERT-like encoder; {where} is a "
+    "seq2seq encoder-decoder, which it does not prune",
+    "multitask": "recipe {where}: multitask training shares one encoder among classification and "
+    "NER heads; a seq2seq task trains in a recipe of its own",
+}
 SAMPLES = 5  # outputs the metrics (and the report) show beside their references
 
 
