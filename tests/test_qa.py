@@ -328,8 +328,11 @@ def test_the_server_answers_questions_with_offsets(trained):
         missing = httpx.post(f"{url}/v1/models/qa/predict", json={"inputs": [{"question": "x"}]})
         blank = {"inputs": [{"question": "Who?", "context": "  "}]}
         empty = httpx.post(f"{url}/v1/models/qa/predict", json=blank)
+        text = httpx.post(f"{url}/v1/models/qa/predict", json={"inputs": ["no question here"]})
     assert answer["windows"] > 1
     assert context[answer["start"] : answer["end"]] == answer["answer"]
     assert answer == {**predictor.predict(inputs, top_k=2)[0], "windows": answer["windows"]}
     assert missing.status_code == 422 and "context" in missing.text
     assert empty.status_code == 422 and empty.json()["error"]["type"] == "empty_input"
+    assert text.status_code == 422 and text.json()["error"]["index"] == 0
+    assert "give {\"question\"" in text.json()["error"]["message"]

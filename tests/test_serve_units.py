@@ -273,7 +273,10 @@ def test_the_request_model_stops_at_its_limits_with_one_error():
             model.model_validate(body)
         assert caught.value.error_count() == 1
     schema = model.model_json_schema()["properties"]["inputs"]
-    assert schema["maxItems"] == 4 and schema["items"]["maxLength"] == 10
+    text, qa_input = schema["items"]["anyOf"]  # a text, or a QA {question, context} object
+    assert schema["maxItems"] == 4 and text["maxLength"] == 10
+    parts = model.model_json_schema()["$defs"][qa_input["$ref"].rsplit("/", 1)[-1]]["properties"]
+    assert parts["question"]["maxLength"] == parts["context"]["maxLength"] == 10
 
 
 # Metrics -------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from graftwork.errors import GraftError
 from graftwork.inference.predictor import EMPTY, blank_text
 from graftwork.serve.batcher import QueueFull
 from graftwork.serve.config import ServeConfig
@@ -48,12 +49,29 @@ from graftwork.serve.schemas import (
     error_json,
     error_responses,
     request_model,
+    takes_objects,
 )
 
 log = logging.getLogger("graftwork.serve")
 
 EXAMPLE = '{"inputs": ["some text"]}'
 SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# the members of an input's union (a text, or a QA object), as pydantic names them in `loc`
+MEMBERS = ("constrained-str", "QuestionInput")
+
+
+def wrong_member(error: dict) -> bool:
+    """A union member's error about an input of the other kind: the text member's about an
+    object, the QA member's about a text (the error that names the real problem remains)."""
+    loc = [part for part in error.get("loc", ()) if part != "body"]
+    if len(loc) < 3 or loc[0] != "inputs" or loc[2] not in MEMBERS:
+        return False
+    value = error.get("input")
+    if loc[2] == MEMBERS[0]:
+        return isinstance(value, dict)
+    return len(loc) == 3 and not isinstance(value, dict)
 
 
 def input_text(item) -> str:
@@ -109,6 +127,24 @@ class Server:
     def empty(index: int) -> ApiError:
         return ApiError(422, "empty_input", f"inputs[{index}] {EMPTY}", index=index)
 
+    @staticmethod
+    def check_kind(model: ServedModel, inputs: list) -> None:
+        """Texts for a model that reads texts, {question, context} objects for a QA model."""
+        task = model.predictor.task
+        for i, item in enumerate(inputs):
+            if isinstance(item, dict) and not takes_objects(task):
+                raise ApiError(
+                    422,
+                    "invalid_input",
+                    f"inputs[{i}] is an object, but model '{model.name}' ({model.task_name}) "
+                    "reads texts; send a string",
+                    index=i,
+                )
+            try:
+                task.from_text(item, model.predictor.task_config)
+            except GraftError as exc:
+                raise ApiError(422, "invalid_input", f"inputs[{i}]: {exc}", index=i) from None
+
     def check_limits(self, inputs: list) -> None:
         """What the request model cannot check: valid Unicode, blank texts, the total size (a
         QA input's question and context count together)."""
@@ -137,11 +173,14 @@ class Server:
 
     def invalid(self, errors: list[dict]) -> ApiError:
         """A request model's validation errors as the limit's own error, or as invalid_request."""
+        errors = [e for e in errors if not wrong_member(e)] or errors
         first = errors[0]
-        loc = [part for part in first.get("loc", ()) if part != "body"]
+        loc = [part for part in first.get("loc", ()) if part not in ("body", *MEMBERS)]
         kind = first.get("type")
         if loc == ["inputs"] and kind == "too_long" and isinstance(first.get("input"), list):
             return self.too_many_inputs(len(first["input"]))
+        if len(loc) == 3 and loc[0] == "inputs" and kind == "string_too_long":  # a QA part
+            return self.too_long(loc[1], len(first.get("input", "")))
         if len(loc) == 2 and loc[0] == "inputs" and isinstance(loc[1], int):
             if kind == "string_too_long":
                 return self.too_long(loc[1], len(first.get("input", "")))
@@ -366,6 +405,7 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         model = server.model(name)
         request.inputs = [i if isinstance(i, str) else i.model_dump() for i in request.inputs]
         server.check_limits(request.inputs)
+        server.check_kind(model, request.inputs)
         outputs = await server.predict(model, request)
         return {"model": name, "task": model.task_name, "outputs": outputs}
 

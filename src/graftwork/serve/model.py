@@ -37,6 +37,7 @@ from graftwork.inference.forward import answers, logits_for
 from graftwork.inference.predictor import load
 from graftwork.serve.batcher import Batcher, OnBatch
 from graftwork.serve.config import ServeConfig
+from graftwork.serve.schemas import takes_objects
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop
@@ -107,7 +108,7 @@ class ServedModel:
     async def warm_up(self) -> None:
         """One short and one multi-window text through the whole path; then the model is ready."""
         example = self.predictor.task.EXAMPLE
-        if example.startswith("{"):  # a QA model: an object with a question and a context
+        if takes_objects(self.predictor.task):  # QA: an object with a question and a context
             short = json.loads(example)
             inputs = [short, {**short, "context": "warm " * self.window}]
         else:

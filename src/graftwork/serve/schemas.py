@@ -33,6 +33,11 @@ class QuestionInput(BaseModel):
     context: str = Field(..., min_length=1)
 
 
+def takes_objects(task) -> bool:
+    """Whether a task reads objects ({question, context}) rather than texts: its EXAMPLE is one."""
+    return task.EXAMPLE.lstrip().startswith("{")
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
