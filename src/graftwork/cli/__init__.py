@@ -28,6 +28,7 @@ VERBS = {
     "train": train.train,
     "pretrain": train.pretrain,
     "select": data.select,
+    "augment": data.augment,
     "trim": trim_verb.trim,
     "fewshot": fewshot.fewshot,
     "eval": models.evaluate,
