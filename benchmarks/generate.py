@@ -1,0 +1,112 @@
+"""Batched generation (`graft generate --input`) against transformers' text-generation pipeline.
+
+The same model (default `smollm2-135m`), the same prompts (the first `--prompts` English
+captions of Multi30k's test_2016_flickr under a translation instruction, formatted with the
+model's chat template by both), the same greedy settings and `--max-new-tokens`, side by side in
+one process after a warm-up of each:
+
+- graftwork: `inference.generate.Generator.generate`, what `graft generate --input` runs:
+  prompts sorted by length into `--batch-size` batches, left-padded, one `model.generate` each.
+- pipeline: `transformers.pipeline("text-generation")` given the prompts as chat messages,
+  one at a time (its default: no batch_size), `do_sample=False`, `return_full_text=False`.
+
+It prints generated tokens/s of each (the answers re-tokenized by one function for both), the
+ratio, how many answers are equal, and the CPU and threads. Model loading is not timed.
+
+    python benchmarks/generate.py --prompts 200 --max-new-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from graftwork.config.recipe import data_root
+from graftwork.inference.generate import load_generator
+from graftwork.machine import cpu_name
+from graftwork.runs.finetune import quiet_libraries
+
+INSTRUCTION = "Translate the following English sentence into German.\n"
+
+
+def prompts(count: int) -> list[str]:
+    path = f"{data_root()}/multi30k/test_2016_flickr.en"
+    with open(path, encoding="utf-8") as fh:
+        lines = [line.strip() for line in fh if line.strip()]
+    return [INSTRUCTION + line for line in lines[:count]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    quiet_libraries()
+    torch.set_num_threads(args.threads)
+    from transformers import pipeline
+
+    texts = prompts(args.prompts)
+    generator = load_generator(args.model)
+    settings = generator.settings_with(max_new_tokens=args.max_new_tokens, greedy=True)
+    tokenizer = generator.tokenizer
+    pipe = pipeline("text-generation", model=generator.model, tokenizer=tokenizer)
+    options = dict(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=False,
+        return_full_text=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+    def ours() -> list[str]:
+        answers = generator.generate(texts, settings, batch_size=args.batch_size)
+        return [a["generated_text"] for a in answers]
+
+    def theirs() -> list[str]:
+        chats = [[{"role": "user", "content": t}] for t in texts]
+        return [out[0]["generated_text"].strip() for out in pipe(chats, **options)]
+
+    generator.generate(texts[:2], settings)  # warm-up of each path
+    pipe([[{"role": "user", "content": texts[0]}]], **options)
+    results = {}
+    for name, run in (("graftwork", ours), ("pipeline", theirs)):
+        start = time.perf_counter()
+        answers = run()
+        seconds = time.perf_counter() - start
+        tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+        results[name] = {"answers": answers, "seconds": seconds, "tokens": tokens}
+    a, b = results["graftwork"], results["pipeline"]
+    equal = sum(x == y for x, y in zip(a["answers"], b["answers"], strict=True))
+    summary = {
+        "cpu": cpu_name(),
+        "threads": args.threads,
+        "model": args.model,
+        "prompts": len(texts),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "equal_answers": equal,
+        "different": [
+            {"prompt": p, "graftwork": x, "pipeline": y}
+            for p, x, y in zip(texts, a["answers"], b["answers"], strict=True)
+            if x != y
+        ][:5],
+    }
+    for name, r in results.items():
+        summary[name] = {
+            "seconds": round(r["seconds"], 2),
+            "tokens": r["tokens"],
+            "tokens_per_second": round(r["tokens"] / r["seconds"], 2),
+        }
+    summary["speedup"] = round(
+        summary["graftwork"]["tokens_per_second"] / summary["pipeline"]["tokens_per_second"], 2
+    )
+    print(json.dumps(summary, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
