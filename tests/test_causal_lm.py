@@ -219,3 +219,23 @@ def test_a_lora_bundle_loads_in_plain_transformers_and_peft_and_generates_the_sa
 def test_the_task_is_registered_and_names_its_methods():
     task = registry.task("causal_lm")
     assert set(task.METHODS) <= set(registry.METHODS) and "frozen" not in task.METHODS
+
+
+def test_two_line_aligned_files_read_as_prompts_after_the_prefix(tmp_path):
+    (tmp_path / "train.en").write_text("A dog runs.\nTwo men sit.\n", encoding="utf-8")
+    (tmp_path / "train.de").write_text("Ein Hund rennt.\nZwei Männer sitzen.\n", encoding="utf-8")
+    recipe = load_recipe(
+        {
+            "task": {"type": "causal_lm", "source": "en", "target": "de", "prefix": "To German: "},
+            "data": {"format": "parallel"},
+        }
+    )
+    examples = read_examples(tmp_path / "train", recipe.task, recipe.data).examples
+    assert [e["messages"] for e in examples] == [
+        [{"role": "user", "content": "To German: A dog runs."}],
+        [{"role": "user", "content": "To German: Two men sit."}],
+    ]
+    assert [e["response"] for e in examples] == ["Ein Hund rennt.", "Zwei Männer sitzen."]
+    (tmp_path / "train.de").write_text("Ein Hund rennt.\n \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.de, line 2: empty target"):
+        read_examples(tmp_path / "train", recipe.task, recipe.data)
