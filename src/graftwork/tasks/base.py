@@ -13,6 +13,13 @@ inputs it did not train on (predict, eval, a run's evaluation, the server) goes 
 task's windows (`data.windows`): `split_windows` per example, the model over every window,
 then `merge_windows` gives the one (feature, logits) pair per example that `evaluate` and
 `decode` read.
+
+Optional members, for tasks that need them (seq2seq has each): `generate(model, tokenizer,
+generation)`, a forward that generates (its "logits" are the generated answers;
+`inference.forward.task_forward`); `METHODS` and `OBJECTIVES`, the only ones the task trains
+with (others are refused when the recipe is validated); `REFUSES`, stage → why the stage
+cannot take the task's bundles (`methods.base.refuse`). An empty `LABEL_KEY` says the task has
+no label vocabulary (its gold is read from the examples).
 """
 
 from __future__ import annotations
