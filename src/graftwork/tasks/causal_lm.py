@@ -253,18 +253,23 @@ def merge_windows(features: list[dict], logits: list, aggregate: str = "mean") -
 # ---------------------------------------------------------------- model work
 
 
-def reference_nll(model, batch: dict):
-    """Per row: (summed negative log-likelihood of the token-type-1 tokens, their count)."""
+def reference_nll(model, batch: dict, rows: int = 8):
+    """Per row: (summed negative log-likelihood of the token-type-1 tokens, their count); the
+    model runs `rows` rows at a time (a large vocabulary's logits are big)."""
     import torch
 
     ids, mask, kind = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     target = ids[:, 1:].clone()
     target[(kind[:, 1:] == 0) | (mask[:, 1:] == 0)] = IGNORE
-    losses = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none"
-    )
-    return losses.sum(dim=1).tolist(), (target != IGNORE).sum(dim=1).tolist()
+    nll: list[float] = []
+    for start in range(0, len(ids), rows):
+        part = slice(start, start + rows)
+        logits = model(input_ids=ids[part], attention_mask=mask[part]).logits[:, :-1]
+        losses = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), target[part], ignore_index=IGNORE, reduction="none"
+        )
+        nll += losses.sum(dim=1).tolist()
+    return nll, (target != IGNORE).sum(dim=1).tolist()
 
 
 def generate(model, tokenizer, generation=None):
