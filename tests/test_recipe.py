@@ -45,7 +45,7 @@ def test_unknown_top_level_section():
 def test_bad_values_name_the_key_and_value():
     with pytest.raises(RecipeError, match=r"train.lr: .*greater than 0 \(got -1\)"):
         load_recipe({"train": {"lr": -1}})
-.*'classification', 'ner', 'qa'"):
+    with pytest.raises(RecipeError, match=r"task.type: .*'classification', 'ner', 'qa'"):
         load_recipe({"task": {"type": "regression"}})
 
 
