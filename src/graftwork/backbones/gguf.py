@@ -66,8 +66,13 @@ def _record(source: Path) -> dict:
 
 def usable(folder: Path, source: Path) -> bool:
     """Whether `folder` holds a finished conversion of `source`."""
+    return finished(folder, _record(source))
+
+
+def finished(folder: Path, record: dict) -> bool:
+    """Whether `folder` holds a finished build whose record (written last) is `record`."""
     try:
-        return json.loads((folder / RECORD).read_text(encoding="utf-8")) == _record(source)
+        return json.loads((folder / RECORD).read_text(encoding="utf-8")) == record
     except (OSError, ValueError):
         return False
 
@@ -75,26 +80,39 @@ def usable(folder: Path, source: Path) -> bool:
 def converted(name: str) -> Path:
     """The plain Hugging Face folder of GGUF short name `name`, converting it on first use."""
     source = source_file(name)
-    folder = cache_root() / name
-    if usable(folder, source):
+    return build_once(
+        cache_root() / name,
+        _record(source),
+        lambda tmp: convert(source, tmp),
+        f"backbone '{name}': cannot write its converted copy",
+        "with about 600 MB free",
+    )
+
+
+def build_once(folder: Path, record: dict, build, failed: str, needs: str = "") -> Path:
+    """`folder`, made by `build(tmp)` on first use: built beside it under a temporary name,
+    its `record` written last, then renamed into place, so a half-built folder is never used
+    (and a stale one, whose record differs, is replaced); `failed` and `needs` word the error
+    when the cache cannot be written."""
+    if finished(folder, record):
         return folder
-    tmp = folder.with_name(f".{name}.tmp-{os.getpid()}")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-        convert(source, tmp)
-        (tmp / RECORD).write_text(json.dumps(_record(source)), encoding="utf-8")
-        if folder.exists() and not usable(folder, source):  # stale, or left unfinished
+        build(tmp)
+        (tmp / RECORD).write_text(json.dumps(record), encoding="utf-8")
+        if folder.exists() and not finished(folder, record):  # stale, or left unfinished
             shutil.rmtree(folder)
         try:
             os.rename(tmp, folder)
-        except OSError:  # another process renamed its conversion first
-            if not usable(folder, source):
+        except OSError:  # another process renamed its build first
+            if not finished(folder, record):
                 raise
     except OSError as exc:
         raise BackboneError(
-            f"backbone '{name}': cannot write its converted copy under {folder.parent} ({exc}); "
-            f"set {CACHE_ENV} to a writable folder with about 600 MB free"
+            f"{failed} under {folder.parent} ({exc}); set {CACHE_ENV} to a writable folder "
+            f"{needs}".rstrip()
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
-from graftwork.backbones.gguf import CACHE_ENV, cache_root
+from graftwork.backbones.gguf import build_once, cache_root
 from graftwork.backbones.quiet import quiet
 from graftwork.errors import BackboneError
 
-RECORD = "graftwork-warmstart.json"
 SEED = 0  # the cross-attention and other new weights are drawn under this seed
 
 
@@ -53,42 +50,17 @@ def _record(encoder: Path, decoder: Path) -> dict:
     return {"encoder": _describe(encoder), "decoder": _describe(decoder), "seed": SEED}
 
 
-def _usable(folder: Path, record: dict) -> bool:
-    try:
-        return json.loads((folder / RECORD).read_text(encoding="utf-8")) == record
-    except (OSError, ValueError):
-        return False
-
-
 def warm_started(encoder: Path, decoder: Path, name: str) -> Path:
     """The folder of the encoder-decoder built from `encoder` and `decoder` (checkpoint
     folders), building it on first use; `name` is how messages call the backbone."""
     record = _record(encoder, decoder)
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-    folder = cache_root() / "warmstart" / f"{encoder.name}--{decoder.name}-{key}"
-    if _usable(folder, record):
-        return folder
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        build(encoder, decoder, tmp, name)
-        (tmp / RECORD).write_text(json.dumps(record), encoding="utf-8")
-        if folder.exists() and not _usable(folder, record):  # stale, or left unfinished
-            shutil.rmtree(folder)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process renamed its build first
-            if not _usable(folder, record):
-                raise
-    except OSError as exc:
-        raise BackboneError(
-            f"backbone {name}: cannot write the warm-started encoder-decoder under "
-            f"{folder.parent} ({exc}); set {CACHE_ENV} to a writable folder"
-        ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return build_once(
+        cache_root() / "warmstart" / f"{encoder.name}--{decoder.name}-{key}",
+        record,
+        lambda tmp: build(encoder, decoder, tmp, name),
+        f"backbone {name}: cannot write the warm-started encoder-decoder",
+    )
 
 
 def build(encoder: Path, decoder: Path, out: Path, name: str) -> None:

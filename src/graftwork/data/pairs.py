@@ -21,10 +21,9 @@ Left out: multi-reference evaluation sets (one reference per source here).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from graftwork.data.readers import Rows, _column, _json_records, _lines
+from graftwork.data.readers import Rows, _column, _json_records, _lines, table, table_rows
 from graftwork.errors import DataError
 
 
@@ -67,30 +66,12 @@ def _renamed(rows: Rows, shown: str) -> Rows:
 
 
 def read_table(rows: Rows, task, data, fmt: str, require_targets: bool) -> None:
-    delimiter, quoted = ("\t" if fmt == "tsv" else ","), fmt == "csv"
-    numbered = [(n, line) for n, line in _lines(rows.result.path, rows) if line.strip()]
-    if quoted:
-        reader = csv.reader((line for _, line in numbered), delimiter=delimiter)
-        records = [(numbered[i][0], rec) for i, rec in enumerate(reader)]
-    else:
-        records = [(n, line.split(delimiter)) for n, line in numbered]
-    if not records:
-        raise DataError(f"{rows.shown}: the file is empty")
-    header = [h.strip() for h in records[0][1]] if data.header else None
-    records = records[1:] if data.header else records
-    width = len(header) if header else len(records[0][1])
+    header, records, width = table(rows, data, fmt)
     source_col = _column(task.source, header, rows.shown, "source")
     target_col = None
     if require_targets or (header is not None and task.target in header):
         target_col = _column(task.target, header, rows.shown, "target")
-    for number, fields in records:
-        if len(fields) != width:
-            rows.bad(
-                number,
-                f"expected {width} columns, found {len(fields)}",
-                "Fix the row; a TSV field must not contain a tab",
-            )
-            continue
+    for number, fields in table_rows(rows, header, records, width):
         target = fields[target_col] if target_col is not None else None
         _add(rows, number, fields[source_col], target, require_targets)
 

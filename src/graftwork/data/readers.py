@@ -142,11 +142,10 @@ def _column(spec: str, header: list[str] | None, shown: str, role: str) -> int:
     )
 
 
-def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require_labels: bool):
-    """Texts and labels from a table: TSV (tabs, no quoting), else CSV-style commas (quoted
-    only for `csv`); columns by header name or 0-based number (`task.text`, `task.label`)."""
+def table(rows: Rows, data: DataConfig, fmt: str) -> tuple[list[str] | None, list, int]:
+    """(header, [(line number, fields)], width) of a table file: TSV (tabs, no quoting), else
+    CSV-style commas (quoted only for `csv`); blank lines are passed over."""
     delimiter, quoted = ("\t" if fmt == "tsv" else ","), fmt == "csv"
-    shown = rows.shown
     numbered = [(n, line) for n, line in _lines(rows.result.path, rows) if line.strip()]
     if quoted:
         reader = csv.reader((line for _, line in numbered), delimiter=delimiter)
@@ -154,19 +153,16 @@ def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require
     else:
         records = [(n, line.split(delimiter)) for n, line in numbered]
     if not records:
-        raise DataError(f"{shown}: the file is empty")
+        raise DataError(f"{rows.shown}: the file is empty")
     header = None
     if data.header:
         header = [h.strip() for h in records[0][1]]
         records = records[1:]
-    width = len(header) if header else len(records[0][1])
-    text_col = _column(task.text, header, shown, "text")
-    pair_col = _column(task.text_pair, header, shown, "text_pair") if task.text_pair else None
-    label_col = None
-    if require_labels or (header is not None and task.label in header):
-        label_col = _column(task.label, header, shown, "label")
-    elif header is None and task.label.isdigit() and int(task.label) < width:
-        label_col = int(task.label)
+    return header, records, len(header) if header else len(records[0][1])
+
+
+def table_rows(rows: Rows, header: list[str] | None, records: list, width: int) -> Iterator:
+    """(line number, fields) of each record with `width` fields; others are reported bad."""
     names = f" ({', '.join(header)})" if header else ""
     for number, fields in records:
         if len(fields) != width:
@@ -176,6 +172,22 @@ def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require
                 "Fix the row; a TSV field must not contain a tab",
             )
             continue
+        yield number, fields
+
+
+def read_table(rows: Rows, task: TaskConfig, data: DataConfig, fmt: str, require_labels: bool):
+    """Texts and labels from a table (`table`); columns by header name or 0-based number
+    (`task.text`, `task.label`)."""
+    shown = rows.shown
+    header, records, width = table(rows, data, fmt)
+    text_col = _column(task.text, header, shown, "text")
+    pair_col = _column(task.text_pair, header, shown, "text_pair") if task.text_pair else None
+    label_col = None
+    if require_labels or (header is not None and task.label in header):
+        label_col = _column(task.label, header, shown, "label")
+    elif header is None and task.label.isdigit() and int(task.label) < width:
+        label_col = int(task.label)
+    for number, fields in table_rows(rows, header, records, width):
         text = fields[text_col].strip()
         pair = fields[pair_col].strip() if pair_col is not None else None
         if not text or (pair_col is not None and not pair):
