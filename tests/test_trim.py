@@ -122,6 +122,13 @@ def test_trimmed_bundle_predicts_the_same_and_records_the_trim(tiny_bert, sst2_s
     assert manifest.labels == read_manifest(result.bundle).labels
 
 
+def test_trimming_a_model_onto_itself_is_refused(tmp_path, corpus):
+    source = unigram_backbone(tmp_path / "full")
+    with pytest.raises(TrimError, match="is the model being trimmed"):
+        trim(str(source), [corpus], source)
+    assert (source / "model.safetensors").is_file()
+
+
 def test_a_bpe_tokenizer_is_refused():
     with pytest.raises(TrimError, match="BPE tokenizer"):
         trim_tokenizer({"model": {"type": "BPE", "vocab": {}, "merges": []}}, [0])

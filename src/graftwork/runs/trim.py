@@ -179,6 +179,8 @@ def trim(
                 f"{folder} has no {needed}; trimming needs a fast tokenizer (tokenizer.json) "
                 "and unsharded safetensors weights"
             )
+    if Path(output).resolve() == folder.resolve():
+        raise TrimError(f"--output {output} is the model being trimmed; give a new folder")
     texts = corpus_texts(corpora, fmt, text)
     tokenizer = load_tokenizer(folder, BackboneConfig(name=str(folder)))
     kept = kept_ids(tokenizer, texts)
