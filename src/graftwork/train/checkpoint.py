@@ -1,7 +1,8 @@
 """Checkpoints: atomic writes and exact resume.
 
 A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the model weights (safetensors),
-the optimizer and scheduler states, each process's RNG state and the data position. It is
+the optimizer and scheduler states, each process's RNG state and the data position (with FSDP,
+the full weights and optimizer state gathered from every process: `train.sharding`). It is
 written under a temporary name and renamed when complete (`bundle.atomic`), so a folder with
 the final name is always whole. A write that fails (a full disk: `atomic.DiskFullError`, with
 the size of the checkpoint and the space free) removes its temporary folder at once; a run
@@ -20,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from graftwork.bundle import atomic
 from graftwork.errors import GraftError
+from graftwork.train import sharding
 
 PREFIX = "step-"
 # training settings that change the data order or the updates: resuming needs the same ones
@@ -90,11 +92,18 @@ def save(run_dir: Path, accelerator, model, optimizer, scheduler, state: TrainSt
     accelerator.wait_for_everyone()
     with _cleaned_up(tmp, final, lambda: tensor_bytes(model, optimizer)):
         torch.save(_rng_states(), tmp / f"rng-{accelerator.process_index}.pt")
+    sharded = sharding.is_sharded(model)  # FSDP: gather the full states (every process)
+    weights = sharding.full_state(model) if sharded else None
+    moments = sharding.full_optimizer_state(model, optimizer) if sharded else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with _cleaned_up(tmp, final, lambda: tensor_bytes(model, optimizer)):
-            save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            if sharded:
+                save_file(weights, str(tmp / "model.safetensors"))
+                torch.save(moments, tmp / "optimizer.pt")
+            else:
+                save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
             atomic.place(tmp, final)
@@ -155,8 +164,13 @@ def load(path: Path, accelerator, model, optimizer, scheduler, fingerprint: dict
             f"cannot resume from {path}: the recipe changed since it was written ({details}). "
             "Restore those values, or start again without --resume (add --overwrite)."
         )
-    load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if sharding.is_sharded(model):  # every process reads the full states and keeps its shard
+        sharding.load_full_state(model, load_file(str(path / "model.safetensors")))
+        moments = torch.load(path / "optimizer.pt", weights_only=True)
+        sharding.load_full_optimizer_state(model, optimizer, moments)
+    else:
+        load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / f"rng-{accelerator.process_index}.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])

@@ -26,8 +26,10 @@ is updated and the best weights are written. It may raise to end the run (Optuna
 processes of a data-parallel run stop with a GraftError instead of waiting for it.
 
 In a data-parallel run the main process evaluates alone (on the unwrapped model) and sends its
-decision to the others, so every process keeps the same state. Left out: metrics where lower
-is better (no registered task has one), and evaluating on several splits while training.
+decision to the others, so every process keeps the same state; with FSDP every process
+evaluates (a forward pass needs all of them: `train.sharding`), reaching the same decision.
+Left out: metrics where lower is better (no registered task has one), and evaluating on several
+splits while training.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from graftwork.errors import GraftError
-from graftwork.train import checkpoint
+from graftwork.train import checkpoint, sharding
 
 log = logging.getLogger("graftwork")
 
@@ -87,12 +89,12 @@ class Evaluator:
         """Evaluate now; update `state`; True when early stopping says to stop."""
         accelerator = self.accelerator
         outcome, error = [CONTINUE, None], None
-        if accelerator.is_main_process:
+        if accelerator.is_main_process or sharding.is_sharded(model):
             plain = accelerator.unwrap_model(model)
             modes = {module: module.training for module in plain.modules()}
             try:
                 outcome = self._judge(plain, state)
-                if self.on_eval is not None:
+                if self.on_eval is not None and accelerator.is_main_process:
                     self.on_eval(state.step, state.eval_history[-1][1])
             except BaseException as exc:  # noqa: BLE001  (re-raised below, after telling the others)
                 error, outcome = exc, [FAILED, None]
@@ -147,13 +149,19 @@ class Evaluator:
         return [STOP if stop else CONTINUE, None]
 
     def _save_best(self, model, state) -> None:
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file, save_model
 
         from graftwork.bundle import atomic
 
+        weights = sharding.full_state(model) if sharding.is_sharded(model) else None
+        if not self.accelerator.is_main_process:
+            return
         final = best_dir(self.run_dir, state.step)
         with atomic.building(final, needed=lambda: checkpoint.tensor_bytes(model)) as tmp:
-            save_model(model, str(tmp / "model.safetensors"))
+            if weights is not None:
+                save_file(weights, str(tmp / "model.safetensors"))
+            else:
+                save_model(model, str(tmp / "model.safetensors"))
         self._remove_bests(keep={state.best_step, _checkpointed_best(self.run_dir)})
 
     def _remove_bests(self, keep: set[int]) -> None:
@@ -170,7 +178,7 @@ class Evaluator:
         last_evaluated = state.eval_history[-1][0]
         if state.best_step == state.step and last_evaluated == state.step:
             return  # the weights in memory are the best
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file, load_model
 
         path = best_dir(self.run_dir, state.best_step) / "model.safetensors"
         if not path.is_file():
@@ -178,7 +186,10 @@ class Evaluator:
                 f"the best weights (step {state.best_step}) are missing from {path.parent}; "
                 "train again (--overwrite), or set train.keep=last to ship the last weights"
             )
-        load_model(self.accelerator.unwrap_model(model), str(path))
+        if sharding.is_sharded(model):
+            sharding.load_full_state(model, load_file(str(path)))
+        else:
+            load_model(self.accelerator.unwrap_model(model), str(path))
         log.info(
             "the bundle holds the best evaluation's weights: step %d (%s %.4f)",
             state.best_step,

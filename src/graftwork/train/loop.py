@@ -21,7 +21,7 @@ import torch
 from graftwork.config.recipe import TrainConfig
 from graftwork.data.batching import collate, training_batches
 from graftwork.data.encode import IGNORE
-from graftwork.train import checkpoint
+from graftwork.train import checkpoint, sharding
 from graftwork.train.checkpoint import TrainState
 from graftwork.train.progress import Progress
 
@@ -157,13 +157,20 @@ def fit(
     loss_fn = loss_fn or summed_loss
     lengths = [len(f["input_ids"]) for f in features]
     steps = total_steps(len(features), cfg)
+    skeleton = None  # FSDP: the model's structure, to hand back a plain model at the end
+    if sharding.wanted(cfg, accelerator):
+        model, skeleton = sharding.shard(model, accelerator)  # before the optimizer sees it
     groups = param_groups(model, cfg.weight_decay, cfg.lr, lr_scales)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused_adamw(groups))
     if lr_schedule is not None:
         scheduler = lr_schedule(optimizer, steps)
     else:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if skeleton is None:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        optimizer = accelerator.prepare(optimizer)
+    pause_sync = accelerator.no_sync if skeleton is None else sharding.no_sync
     state = TrainState(fingerprint=fingerprint)
     if resume:
         found = checkpoint.latest(run_dir)
@@ -204,7 +211,7 @@ def fit(
             # normalise by the global batch's labelled items, so every process's share of the
             # gradient adds up (DDP averages over processes) to the one-process gradient
             share = max(1, labelled([labels[i] for i in global_batch])) / world
-            with accelerator.no_sync(model) if not boundary else nullcontext():
+            with pause_sync(model) if not boundary else nullcontext():
                 with accelerator.autocast():
                     loss = loss_fn(model, batch) / share
                 accelerator.backward(loss / cfg.grad_accum)
@@ -252,4 +259,6 @@ def fit(
         if not state.eval_history or state.eval_history[-1][0] != state.step:
             evaluator(model, state)  # stopped by max_minutes between evaluations
         evaluator.restore_best(model, state)
+    if skeleton is not None:
+        model = sharding.unsharded(model, skeleton, accelerator)
     return model, state, progress.rate
