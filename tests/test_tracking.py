@@ -38,6 +38,18 @@ def runs(uri: str, experiment: str = "tiny-exp"):
         return mlflow.search_runs(experiment_names=[experiment], order_by=["start_time"])
 
 
+def kill_at_first_checkpoint(proc, run_dir: Path) -> None:
+    """SIGKILL `proc` once its run has written a checkpoint (nothing can close its records)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any((run_dir / "checkpoints").glob("step-*")):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
 @pytest.fixture(scope="module")
 def finished(tiny_bert, sst2_small, tmp_path_factory):
     """One tracked `graft run` (train, bundle, report) of the tiny BERT."""
@@ -153,16 +165,7 @@ def test_a_run_killed_outright_is_closed_by_the_next_run_in_its_folder(
     recipe = tracked(tiny_bert, sst2_small, tmp_path, uri)
     recipe["train"] = {**recipe["train"], "epochs": 20, "checkpoint_every": 5, "eval_every": 0}
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    proc = graft("train", path)
-    checkpoints = tmp_path / "tiny" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(checkpoints.glob("step-*")):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_first_checkpoint(graft("train", path), tmp_path / "tiny")
     first = runs(uri).iloc[0]["run_id"]
     assert runs(uri).iloc[0]["status"] == "RUNNING"  # nobody could close it
 
@@ -179,16 +182,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tiny_bert, sst2_small, tmp_path)
     recipe = tracked(tiny_bert, sst2_small, tmp_path, uri)
     recipe["train"] = {**recipe["train"], "epochs": 2, "checkpoint_every": 20, "eval_every": 0}
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    proc = graft("train", path)
-    checkpoints = tmp_path / "tiny" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(checkpoints.glob("step-*")):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_first_checkpoint(graft("train", path), tmp_path / "tiny")
     finish(graft("train", path, "--resume"))
     found = runs(uri)
     assert len(found) == 1 and found.iloc[0]["status"] == "FINISHED"
