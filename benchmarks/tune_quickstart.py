@@ -15,7 +15,7 @@ and the time pruning saved (estimated per pruned trial: its time × (planned exa
 examples seen − 1)), with the CPU's name. Dev accuracy both selects the best evaluation and
 the best trial and is reported, so both figures lean optimistic (SST-2 has no labelled test).
 
-    python benchmarks/tune_quickstart.py --trials 20 --examples 1000 --out /tmp/tune-bench
+    python benchmarks/tune_quickstart.py --trials 20 --examples 600 --out /tmp/tune-bench
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/quickstart.yaml")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--examples", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=16)
     parser.add_argument("--out", default="/tmp/tune-bench")
     parser.add_argument(
