@@ -13,6 +13,7 @@ memory) and the model registry (register a logged model with `mlflow.register_mo
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ log = logging.getLogger("graftwork")
 
 SQLITE = "sqlite:///"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def client(uri: str):
@@ -135,18 +137,28 @@ class MlflowSink:
         # models are logged through the fluent API: point it at this store for the call only
         # (and leave no MLFLOW_TRACKING_URI behind, which set_tracking_uri would); no run is
         # made active, so the run's status stays ours to set
-        with _use_tracking_uri(self.uri), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logged = mlflow.initialize_logged_model(
-                name="model", source_run_id=self.run_id, experiment_id=run.info.experiment_id
-            )
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(MODEL_CODE),
-                artifacts={"bundle": str(bundle)},
-                pip_requirements=["graftwork"],
-                model_id=logged.model_id,
-            )
+        progress_bar = os.environ.get(BAR)
+        os.environ[BAR] = "false"  # nor its progress bar over the files it reads back
+        try:
+            with _use_tracking_uri(self.uri), warnings.catch_warnings():
+                # MLflow's own notes about the model (type hints, pickling) are not the user's
+                # business; its logging resets the filters, so they are dropped unseen
+                warnings.showwarning = lambda *args, **kwargs: None
+                logged = mlflow.initialize_logged_model(
+                    name="model", source_run_id=self.run_id, experiment_id=run.info.experiment_id
+                )
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(MODEL_CODE),
+                    artifacts={"bundle": str(bundle)},
+                    pip_requirements=["graftwork"],
+                    model_id=logged.model_id,
+                )
+        finally:
+            if progress_bar is None:
+                os.environ.pop(BAR, None)
+            else:
+                os.environ[BAR] = progress_bar
         self.tag("graftwork.model_uri", info.model_uri)
 
     def end(self, status: str) -> None:
