@@ -186,6 +186,11 @@ def test_graft_generate_names_the_bad_line_of_an_input_file(tmp_path, tiny_llama
         verb.generate(str(tiny_llama), None, None, None, None, None, None, None, 16, None)
 
 
+def test_an_encoder_backbone_is_refused_by_graft_generate(tiny_bert):
+    with pytest.raises(GraftError, match="holds a BertModel, not a decoder language model"):
+        load_generator(tiny_bert)
+
+
 def test_a_classification_bundle_is_refused_by_graft_generate(tiny_bert, sst2_small, tmp_path):
     recipe = tiny_recipe(tiny_bert, sst2_small, tmp_path)
     recipe["data"]["max_train_examples"] = 16

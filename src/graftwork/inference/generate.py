@@ -19,6 +19,7 @@ not done here), and several answers per prompt.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from graftwork.tasks import causal_lm
 from graftwork.tasks import generation as gen
 
 MANIFEST = "graftwork.json"
+# the ends of the architecture names of checkpoints that generate (config.json `architectures`)
+DECODERS = ("ForCausalLM", "LMHeadModel")
 
 
 @dataclass
@@ -162,15 +165,16 @@ def load_generator(source: str | Path, threads: int | None = None) -> Generator:
     else:
         config = BackboneConfig(name=str(source))
         folder = backbones.resolve(config)
-        tokenizer = backbones.load_tokenizer(folder, config)
-        try:
-            with quiet():
-                model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
-        except ValueError as exc:
+        kinds = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        kinds = kinds.get("architectures") or []
+        if kinds and not any(k.endswith(DECODERS) for k in kinds):
             raise GraftError(
-                f"{source} is not a decoder language model ({str(exc).splitlines()[0]}); "
-                "graft generate needs a causal LM (GPT-2, Llama family) or a causal_lm bundle"
-            ) from None
+                f"{source} holds a {', '.join(kinds)}, not a decoder language model; graft "
+                "generate needs a causal LM (GPT-2, Llama family) or a causal_lm bundle"
+            )
+        tokenizer = backbones.load_tokenizer(folder, config)
+        with quiet():
+            model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
         settings, task = GenerationConfig(), None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
