@@ -335,4 +335,15 @@ def test_the_server_answers_questions_with_offsets(trained):
     assert missing.status_code == 422 and "context" in missing.text
     assert empty.status_code == 422 and empty.json()["error"]["type"] == "empty_input"
     assert text.status_code == 422 and text.json()["error"]["index"] == 0
-    assert "give {\"question\"" in text.json()["error"]["message"]
+    assert 'give {"question"' in text.json()["error"]["message"]
+
+
+def test_stages_written_for_label_heads_refuse_a_qa_model(trained):
+    from graftwork.errors import RecipeError
+    from graftwork.methods.base import refuse
+
+    for stage in ("distill", "prune"):
+        with pytest.raises(GraftError, match="extractive-QA model"):
+            refuse("full", stage, trained.bundle, task="qa")
+    with pytest.raises(RecipeError, match="task qa trains with no objective"):
+        load_recipe({"task": {"type": "qa"}, "objective": {"type": "dann", "target": "x"}})

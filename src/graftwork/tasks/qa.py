@@ -41,7 +41,7 @@ from graftwork.tasks import softmax
 from graftwork.tasks.html import table
 from graftwork.tasks.squad_metric import squad_scores
 
-LABEL_KEY = "label"  # QA has no label vocabulary: evaluate reads the answers from the examples
+LABEL_KEY = ""  # no label vocabulary: the gold is each example's answers (labels: start, end)
 HEADLINE = "f1"
 SHOWN = ("f1", "exact_match")
 DEFAULT_FORMAT = "jsonl"
@@ -52,6 +52,17 @@ EXAMPLE = json.dumps(
     }
 )
 DEFAULTS = {"doc_stride": None, "max_answer_length": 30, "n_best": 20, "no_answer": False}
+OBJECTIVES = ()  # DANN's and EWC's losses and data are written for label heads
+# the stages (`methods.base.STAGES`) a QA bundle cannot take, and why ({where}: the bundle)
+REFUSES = {
+    "distill": "{where} is an extractive-QA model: distillation matches a teacher's label "
+    "logits per example or word, not start/end distributions over a context's windows; train "
+    "a smaller backbone on the same data instead",
+    "prune": "{where} is an extractive-QA model: pruning's head importance and its checks are "
+    "written for label heads and have not been tested on span heads",
+    "multitask": "recipe {where}: multitask training shares one encoder among classification "
+    "and NER heads; an extractive-QA task trains in a recipe of its own",
+}
 
 
 class Span(BaseModel):
