@@ -347,3 +347,24 @@ def test_stages_written_for_label_heads_refuse_a_qa_model(trained):
             refuse("full", stage, trained.bundle, task="qa")
     with pytest.raises(RecipeError, match="task qa trains with no objective"):
         load_recipe({"task": {"type": "qa"}, "objective": {"type": "dann", "target": "x"}})
+
+
+def test_graft_predict_reads_questions_from_json_lines(trained, squad_small, tmp_path):
+    from typer.testing import CliRunner
+
+    from graftwork.cli import app
+
+    rows = [json.loads(line) for line in squad_small["eval"].read_text().splitlines()[:6]]
+    source = write(tmp_path / "questions.jsonl", rows)
+    printed = CliRunner().invoke(app, ["predict", str(trained.bundle), "--input", str(source)])
+    assert printed.exit_code == 0, printed.output
+    answers = [json.loads(line) for line in printed.output.strip().splitlines()[-6:]]
+    out = tmp_path / "answers.jsonl"
+    args = ["predict", str(trained.bundle), "--input", str(source), "--output", str(out)]
+    streamed = CliRunner().invoke(app, args)
+    assert streamed.exit_code == 0, streamed.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [a["answer"] for a in lines] == [a["answer"] for a in answers]
+    for answer, row in zip(answers, rows, strict=True):
+        assert answer["question"] == row["question"]
+        assert row["context"][answer["start"] : answer["end"]] == answer["answer"]

@@ -28,13 +28,14 @@ ADAPTER = typer.Option(
 TASK = typer.Option(None, "--task", help="Multi-task bundles: which task (default: the first).")
 
 
-def read_texts(path: Path) -> list[str]:
+def read_texts(path: Path) -> list[str | dict]:
     """The texts of an --input file: one a line, or JSON lines with a 'text' string (UTF-8,
-    with or without a byte-order mark)."""
+    with or without a byte-order mark); for extractive QA, JSON lines of question and context
+    give {question, context} objects."""
     return [text for _, text in iter_texts(path)]
 
 
-def iter_texts(path: Path) -> Iterator[tuple[int, str]]:
+def iter_texts(path: Path) -> Iterator[tuple[int, str | dict]]:
     """`read_texts` one at a time, with each text's line number (blank lines are passed over);
     the file is read as they are taken."""
     if path.is_dir():
@@ -48,12 +49,16 @@ def iter_texts(path: Path) -> Iterator[tuple[int, str]]:
             continue
         if jsonl:
             try:
-                text = json.loads(line).get("text")
+                record = json.loads(line)
+                text = record.get("text")
             except (json.JSONDecodeError, AttributeError):
-                text = None
-            if not isinstance(text, str):
+                record, text = None, None
+            if text is None and isinstance(record, dict) and {"question", "context"} <= set(record):
+                text = {"question": record["question"], "context": record["context"]}  # QA
+            if not isinstance(text, (str, dict)):
                 raise GraftError(
-                    f"{path}, line {number}: expected a JSON object with a 'text' string"
+                    f"{path}, line {number}: expected a JSON object with a 'text' string (for "
+                    "extractive QA: 'question' and 'context')"
                 )
             yield number, text
         else:
