@@ -202,3 +202,30 @@ def test_tune_minilm_on_sst2(tmp_path):
     summary = tuning.tune(write_recipe(tmp_path / "r.yaml", recipe), space, 6)
     assert sum(summary["counts"].values()) == 6 and summary["counts"]["failed"] == 0
     assert summary["best"]["value"] > 0.7  # a constant answer scores about 0.5
+
+
+def test_the_time_pruning_saved_is_extrapolated_from_the_complete_trials():
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(direction="maximize")
+    epochs = {"train.epochs": IntDistribution(1, 3)}
+    for state, value, n_epochs, seen, seconds in [
+        (TrialState.COMPLETE, 0.8, 1, 800, 10.0),
+        (TrialState.COMPLETE, 0.9, 2, 1600, 20.0),
+        (TrialState.PRUNED, None, 2, 400, 5.0),  # a quarter of its 1,600 examples
+    ]:
+        attrs = {"examples_seen": seen, "seconds": seconds}
+        trial = create_trial(
+            state=state,
+            value=value,
+            params={"train.epochs": n_epochs},
+            distributions=epochs,
+            user_attrs=attrs,
+            intermediate_values={seen: 0.5} if value is None else {},
+        )
+        study.add_trial(trial)
+    summary = tuning.summarise(study, "accuracy", 3, epochs=1.0)
+    assert summary["counts"] == {"complete": 2, "pruned": 1, "failed": 0}
+    assert summary["pruning_saved_seconds"] == pytest.approx(5.0 * (1600 / 400 - 1))
+    assert summary["best"] == {"number": 1, "value": 0.9, "params": {"train.epochs": 2}}
