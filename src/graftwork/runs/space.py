@@ -133,7 +133,8 @@ def read_space(path: Path, recipe_path: Path, overrides: list[str]) -> dict[str,
             try:
                 load_recipe(recipe_path, [*overrides, override(key, value)])
             except RecipeError as exc:
-                detail = str(exc).split("\n", 1)[-1].strip()
+                lines = str(exc).splitlines()[1:]  # after "invalid recipe FILE:"
+                detail = "; ".join(line.strip().removeprefix("- ") for line in lines)
                 raise RecipeError(f"{here}: the recipe refuses {key}={value!r}: {detail}") from None
         space[key] = spec
     return space
