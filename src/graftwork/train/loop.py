@@ -86,7 +86,7 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 def summed_loss(model, batch: dict) -> torch.Tensor:
     """`summed_cross_entropy` of the model's logits for `batch` (its labels popped). A span
     head (extractive QA) has labels (start, end) per row: the cross-entropy over positions of
-    the start and of the end, halved (transformers' QA loss, summed over rows)."""
+    the start and of the end, halved (transformers' QA loss, summed over rows), padding masked."""
     labels = batch.pop("labels")
     inner = getattr(model, "module", model)  # the model inside data-parallel training
     if getattr(inner.config, "is_encoder_decoder", False):  # teacher forcing: the decoder reads
@@ -94,8 +94,11 @@ def summed_loss(model, batch: dict) -> torch.Tensor:
         batch["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
     out = model(**batch)
     if getattr(out, "start_logits", None) is not None:
-        spans = torch.stack((out.start_logits, out.end_logits), dim=1)  # (batch, 2, tokens)
-        return summed_cross_entropy(spans, labels) / 2
+        spans = torch.stack((out.start_logits, out.end_logits), dim=1).float()  # (batch, 2, tokens)
+        # padding is not a position of the text: without this, how far a batch is padded (its
+        # longest row, or a process's share of it) would change every row's softmax
+        padding = batch["attention_mask"][:, None, :] == 0
+        return summed_cross_entropy(spans.masked_fill(padding, -1e9), labels) / 2
     return summed_cross_entropy(out.logits, labels)
 
 
