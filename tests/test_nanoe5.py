@@ -317,3 +317,26 @@ def test_real_conversion_embeds_like_the_engine(real_folder):
     assert cosine.min() >= 0.999, cosine
     en, fr, de = ours[0], ours[1], ours[2]
     assert en @ fr > en @ de + 0.05  # a translation is nearer than an unrelated sentence
+
+
+@pytest.mark.slow
+def test_real_model_trimmed_to_a_corpus_gives_the_same_outputs_on_it(real_folder, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from graftwork.runs.trim import trim
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES[:4]) + "\n", encoding="utf-8")
+    done = trim(str(real_folder), [corpus], tmp_path / "trimmed")
+    assert done.pieces_after < 1000 and done.parameters_after < done.parameters_before / 4
+    outputs = []
+    for folder in (real_folder, tmp_path / "trimmed"):
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
+        batch = tok(SENTENCES[:4], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state
+        outputs.append(([tok.convert_ids_to_tokens(ids) for ids in batch["input_ids"]], hidden))
+    assert outputs[0][0] == outputs[1][0]
+    torch.testing.assert_close(outputs[0][1], outputs[1][1], rtol=0, atol=0)
