@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -33,8 +33,7 @@ from graftwork.methods.base import Finisher
 from graftwork.objectives import prepare as prepare_objective
 from graftwork.runs import lock
 from graftwork.tasks.base import summary
-from graftwork.train import checkpoint
-from graftwork.train.evaluation import Evaluator
+from graftwork.train import checkpoint, evaluation
 from graftwork.train.loop import fit, make_accelerator, total_steps
 
 log = logging.getLogger("graftwork")
@@ -234,7 +233,7 @@ def train_and_save(
             "examples_per_second": rate,
             "seconds": train_seconds,
             "loss_history": state.loss_history,
-            **during_training(cfg, state),
+            **evaluation.record(cfg, state),
             "skipped_rows": {
                 s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
             },
@@ -267,44 +266,15 @@ def train_and_save(
 
 
 def evaluator(recipe: Recipe, accelerator, splits: Splits, evaluate=None, on_eval=None):
-    """The `train.evaluation.Evaluator` of a run with `train.eval_every` (None without)."""
-    if not recipe.train.eval_every:
-        return None
-    if "eval" not in splits.evals:
-        raise GraftError(
-            f"recipe {recipe.name}: train.eval_every evaluates on the eval split while "
-            "training; give data.eval a file, or set train.eval_every=0"
-        )
-    if evaluate is not None:  # multi-task: the first task's eval split ranks the model
+    """The `train.evaluation.Evaluator` of a run with `train.eval_every` (None without); a
+    multi-task run's `evaluate` gives the first task's eval split."""
+    only_eval = replace(splits, evals={k: v for k, v in splits.evals.items() if k == "eval"})
 
-        def on_eval_split(model) -> dict:
-            return evaluate(model)["eval"]
-    else:
-        only_eval = Splits(**{**vars(splits), "evals": {"eval": splits.evals["eval"]}})
+    def eval_split(model) -> dict:
+        return (evaluate(model) if evaluate else evaluate_splits(model, only_eval, recipe))["eval"]
 
-        def on_eval_split(model) -> dict:
-            return evaluate_splits(model, only_eval, recipe)["eval"]
-
-    return Evaluator(
-        on_eval_split,
-        splits.task.HEADLINE,
-        recipe.train,
-        recipe.run_dir,
-        accelerator,
-        on_eval,
-    )
-
-
-def during_training(cfg, state) -> dict:
-    """metrics.json's record of the evaluations during training (empty without them)."""
-    if not cfg.eval_every:
-        return {}
-    return {
-        "eval_history": state.eval_history,
-        "best_step": state.best_step,
-        "stopped_early": state.stopped_early,
-        "bundle_weights": f"step {state.best_step} (best)" if cfg.keep == "best" else "last",
-    }
+    head = splits.task.HEADLINE
+    return evaluation.build(recipe, accelerator, head, only_eval.evals, eval_split, on_eval)
 
 
 def model_manifest(recipe: Recipe, labels: list[str], name: str | None = None) -> dict:

@@ -198,6 +198,31 @@ class Evaluator:
         )
 
 
+def build(recipe, accelerator, headline: str, evals: dict, evaluate, on_eval=None):
+    """The Evaluator of a run whose recipe sets `train.eval_every` (None when it does not);
+    `evals`: the run's labelled splits, which must hold the eval split."""
+    if not recipe.train.eval_every:
+        return None
+    if "eval" not in evals:
+        raise GraftError(
+            f"recipe {recipe.name}: train.eval_every evaluates on the eval split while "
+            "training; give data.eval a file, or set train.eval_every=0"
+        )
+    return Evaluator(evaluate, headline, recipe.train, recipe.run_dir, accelerator, on_eval)
+
+
+def record(cfg, state) -> dict:
+    """metrics.json's record of the evaluations during training (empty without them)."""
+    if not cfg.eval_every:
+        return {}
+    return {
+        "eval_history": state.eval_history,
+        "best_step": state.best_step,
+        "stopped_early": state.stopped_early,
+        "bundle_weights": f"step {state.best_step} (best)" if cfg.keep == "best" else "last",
+    }
+
+
 def _fields(state) -> dict:
     """What an evaluation changes in the state, for the other processes."""
     keys = ("eval_history", "best_step", "best_value", "bad_evals", "stopped_early")
