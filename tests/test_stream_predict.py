@@ -48,6 +48,18 @@ def big_input(tmp_path_factory):
     return path
 
 
+def assert_same_output(got: str, want: str) -> None:
+    """Line for line the same texts and labels; scores within the PyTorch backend's batch
+    tolerance (1e-5, tests/test_batch_invariance.py): a resumed chunk batches the remaining
+    texts with other neighbours, and PyTorch's float32 rounding depends on the batch shape."""
+    got_lines, want_lines = got.splitlines(), want.splitlines()
+    assert len(got_lines) == len(want_lines)
+    for number, (a, b) in enumerate(zip(got_lines, want_lines, strict=True), start=1):
+        a, b = json.loads(a), json.loads(b)
+        assert a["text"] == b["text"] and a["label"] == b["label"], number
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5), number
+
+
 def predict(*args) -> str:
     result = runner.invoke(app, ["predict", *map(str, args)])
     assert result.exit_code == 0, result.output
@@ -64,7 +76,7 @@ def uninterrupted(bundle, big_input, tmp_path_factory):
 def test_streamed_output_equals_batch_prediction(bundle, big_input, uninterrupted):
     lines = uninterrupted.splitlines()
     assert len(lines) == 6000
-    assert uninterrupted == predict(bundle, "--input", big_input)
+    assert_same_output(uninterrupted, predict(bundle, "--input", big_input))
 
 
 @pytest.mark.parametrize("cut", [0, 1, 2500, 5999])
@@ -78,7 +90,7 @@ def test_a_partial_last_line_is_cut_and_the_output_resumed(
     assert output.read_text(encoding="utf-8") == "".join(lines[:cut])
     output.write_text("".join(lines[:cut]) + lines[cut][:7], encoding="utf-8")
     predict(bundle, "--input", big_input, "--output", output)
-    assert output.read_text(encoding="utf-8") == uninterrupted
+    assert_same_output(output.read_text(encoding="utf-8"), uninterrupted)
 
 
 def test_a_killed_prediction_resumes_to_the_uninterrupted_output(
@@ -105,7 +117,7 @@ def test_a_killed_prediction_resumes_to_the_uninterrupted_output(
         text=True,
     )
     assert "from an earlier run" in resumed.stderr
-    assert output.read_text(encoding="utf-8") == uninterrupted
+    assert_same_output(output.read_text(encoding="utf-8"), uninterrupted)
 
 
 def test_an_output_of_another_input_is_refused(bundle, big_input, tmp_path):

@@ -10,7 +10,10 @@ texts already answered. A killed run can leave a partial last line (a chunk half
 `resume_point` cuts it off and counts the complete ones, and the texts they answer are checked
 against the input (the `text` of each line) and skipped. An output written from another input is
 refused instead of being extended. So an interrupted then resumed output is the uninterrupted
-one, line for line. This is written here because no library resumes a line-per-record output.
+one, line for line: the same texts and labels, and the same scores up to the backend's batch
+invariance (bit for bit with ONNX INT8; within 1e-5 with PyTorch and ONNX FP32, whose float32
+rounding depends on the batch shape, and a resumed chunk batches texts with other neighbours).
+This is written here because no library resumes a line-per-record output.
 
 Left out: the atomic temp-then-rename of other outputs (an output that resumes must be
 appended in place), and several writers on one output.
