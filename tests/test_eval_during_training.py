@@ -21,9 +21,7 @@ UNSTABLE = {"epochs": 1, "lr": 1e-2, "eval_every": 5, "threads": 1}
 
 
 def test_the_bundle_holds_the_best_evaluation_not_the_last(tiny_bert, sst2_small, tmp_path):
-    recipe = tiny_recipe(
-        tiny_bert, sst2_small, tmp_path, train={**UNSTABLE, "checkpoint_every": 5}
-    )
+    recipe = tiny_recipe(tiny_bert, sst2_small, tmp_path, train={**UNSTABLE, "checkpoint_every": 5})
     checkpoints = tmp_path / "tiny" / "checkpoints"
     saved: dict[int, dict] = {}  # the loop's own checkpoints, copied as training goes
 
