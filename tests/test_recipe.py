@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from graftwork.config.recipe import load_recipe, parse_overrides
+from graftwork.data.pairs import parallel_paths
 from graftwork.errors import RecipeError
 
 # pretraining and few-shot recipes have their own schemas; tests/test_pretrain.py and
@@ -25,8 +26,13 @@ def test_every_shipped_recipe_validates_and_its_data_exists(path):
     for part in tasks:
         single = recipe.model_copy(update={"data": part.data})
         for split in ("train", "eval", "test"):
-            if getattr(part.data, split):
-                assert single.data_path(split).is_file(), f"{path.name}: data.{split} not found"
+            if not getattr(part.data, split):
+                continue
+            found = single.data_path(split)
+            # a parallel split names a stem (or its source file): the task's two files
+            files = parallel_paths(found, part.task) if part.data.format == "parallel" else [found]
+            for file in files:
+                assert file.is_file(), f"{path.name}: data.{split} not found ({file})"
 
 
 def test_unknown_key_is_named_with_the_closest_valid_one():
