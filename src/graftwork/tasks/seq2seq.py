@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from graftwork.config.generation import GenerationConfig
 from graftwork.data import pairs
 from graftwork.errors import DataError
+from graftwork.tasks.generation import settings
 from graftwork.tasks.html import table
 
 LABEL_KEY = ""  # no label vocabulary: the gold is each example's target text
@@ -138,14 +138,6 @@ def split_windows(tokenizer, examples: list[dict], window: int, stride: int) -> 
 
 def merge_windows(features: list[dict], logits: list, aggregate: str = "mean") -> tuple:
     return features[0], logits[0]
-
-
-def settings(generation) -> GenerationConfig:
-    """The recipe's `generation` section (a config, its dump in a bundle's manifest, or None:
-    the defaults, greedy search)."""
-    if isinstance(generation, GenerationConfig):
-        return generation
-    return GenerationConfig(**(generation or {}))
 
 
 def generate(model, tokenizer, generation=None):
