@@ -21,17 +21,22 @@ def compare(
     recipe: Path = typer.Argument(..., help="Recipe YAML file (its task and data are kept)."),
     overrides: list[str] = OVERRIDES,
     methods: str = typer.Option(
-        "full,lora,adapter,frozen", help="Comma-separated methods to run, each in its own process."
+        "full,lora,adapter,frozen",
+        help="Comma-separated methods to run, each in its own process; fewshot adds graft "
+        "fewshot (SetFit) on the same examples, and its zero-shot row (classification only).",
     ),
     budget_minutes: float = typer.Option(
         None, help="Training time per method (train.max_minutes); default: the recipe's epochs."
     ),
     lr: list[str] = typer.Option(
         [],
-        help="METHOD=VALUE learning rate (full 1e-4, lora 1e-3, adapter 3e-3, frozen 5e-3).",
+        help="METHOD=VALUE learning rate (full 1e-4, lora 1e-3, adapter 3e-3, frozen 5e-3, "
+        "fewshot 2e-5).",
     ),
 ):
-    """Run one recipe under several methods; table of metric, parameters, speed, memory, size."""
+    """Run one recipe under several methods; table of metric, parameters, speed, memory, size.
+
+    fewshot.KEY=VALUE overrides go to the fewshot entry alone (e.g. fewshot.iterations=5)."""
     setup_logging(None)
     rows, folder = comparing.compare(
         recipe,
@@ -43,6 +48,7 @@ def compare(
     columns = [label for _, label in comparing.COLUMNS]
     cells = [comparing.cells(row) for row in rows]
     render.comparison(f"compare: {recipe}", columns, cells, folder)
+    render.lines(comparing.notes(rows))
 
 
 def advise(

@@ -17,9 +17,15 @@ Why a run of its own, not a `method`: a method (methods/base.py) adapts one tran
 model that the shared loop trains with the task's loss, and its bundle is that model. SetFit
 trains on pairs with another loss, then fits a head outside torch on mean-pooled embeddings,
 which no `AutoModelForSequenceClassification` head reads (theirs read [CLS] through the
-pooler); and it has no answer for token tasks (NER). So `graft compare` (which trains methods)
-does not run it; `benchmarks/fewshot.py` puts it beside full fine-tuning and LoRA on the same
-examples.
+pooler); and it has no answer for token tasks (NER). So it is not in the method registry;
+`graft compare RECIPE --methods full,lora,fewshot` runs it as `graft fewshot` on a recipe it
+derives from the training recipe (same examples; runs/compare.py), and `benchmarks/fewshot.py`
+puts it beside full fine-tuning and LoRA over sizes and seeds.
+
+Training examples are `data.train`, first sampled like `graft train` does
+(`data.max_train_examples`, with `train.seed`), then `fewshot.per_class` of each label.
+`train.max_minutes` stops the pair loop (the LR schedule is planned for the whole run, as in
+the shared loop); the head is fitted after it.
 
 The pair loop is written here (about 20 lines) rather than with `SentenceTransformerTrainer`:
 that needs a `datasets.Dataset`, an output folder and tracker settings, and draws its own
@@ -28,7 +34,11 @@ sampling order; this loop draws pairs and order from `train.seed` alone.
 Output (`runs/NAME/bundle`, written atomically): `encoder/` (a sentence-transformers folder,
 also a Hugging Face model folder) and `head.json` (labels, coefficients, intercepts);
 `FewshotModel.load` predicts with it. `metrics.json` holds eval/test accuracy and macro-F1 of
-the trained model and of zero-shot.
+the trained model and of zero-shot; `parameters` (trainable: the encoder's when it is tuned,
+plus the head's; total: encoder and head); and under `train` the training time (pairs and
+head), `examples_seen` (texts through the encoder in training: two per pair trained on, one
+per example embedded for the head) and `examples_per_second` (that over the training time),
+and the memory `machine.PeakMemory` saw during training (as `graft train` records it).
 
 Leaves out: checkpoints and resume (runs take minutes), sentence pairs as input, a
 differentiable head trained end to end (SetFit's second option), and the server and ONNX
@@ -57,8 +67,10 @@ from graftwork.config.recipe import RecipeBase, load_recipe
 from graftwork.config.sections import DataConfig, TaskConfig
 from graftwork.config.train import TrainConfig
 from graftwork.data.readers import read_examples
+from graftwork.data.sampling import subsample
 from graftwork.errors import DataError, RecipeError
-from graftwork.machine import describe
+from graftwork.machine import PeakMemory, describe
+from graftwork.methods import count_parameters
 from graftwork.runs import lock
 from graftwork.runs.finetune import setup_logging
 
@@ -170,8 +182,9 @@ def embed(encoder, texts: list[str], batch_size: int) -> np.ndarray:
     )
 
 
-def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRecipe) -> list:
-    """Fine-tune `encoder` on SetFit pairs; returns the loss history [[step, loss], …]."""
+def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRecipe) -> dict:
+    """Fine-tune `encoder` on SetFit pairs (until `train.max_minutes`, if set); returns
+    {"loss_history": [[step, loss], …], "steps", "planned_steps", "pairs_seen"}."""
     from sentence_transformers import losses
     from transformers import get_linear_schedule_with_warmup
 
@@ -185,13 +198,17 @@ def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRec
     steps = max(1, math.ceil(cfg.epochs * batches))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
     rng, device, history = random.Random(cfg.seed), encoder.device, []
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     encoder.train()
-    step, running = 0, []
-    while step < steps:
+    step, running, seen = 0, [], 0
+    while step < steps and time.monotonic() <= deadline:
         order = todo[:]
         rng.shuffle(order)
         for start in range(0, len(order), cfg.batch_size):
             if step >= steps:
+                break
+            if time.monotonic() > deadline:
+                log.info("train.max_minutes reached: stopped at step %d of %d", step, steps)
                 break
             batch = order[start : start + cfg.batch_size]
             sides = [encoder.preprocess([texts[pair[k]] for pair in batch]) for k in (0, 1)]
@@ -205,13 +222,16 @@ def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRec
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            seen += len(batch)
             running.append(loss.item())
             if step % cfg.log_every == 0 or step == steps:
                 history.append([step, sum(running) / len(running)])
                 log.info("step %d/%d  pair loss %.4f", step, steps, history[-1][1])
                 running = []
+    if running:  # stopped by train.max_minutes between two log lines
+        history.append([step, sum(running) / len(running)])
     encoder.eval()
-    return history
+    return {"loss_history": history, "steps": step, "planned_steps": steps, "pairs_seen": seen}
 
 
 def _to(value, device):
@@ -291,7 +311,8 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
     setup_logging(run_dir)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
-    examples = per_class(_read(recipe, "train"), recipe.fewshot.per_class, cfg.seed)
+    examples = subsample(_read(recipe, "train"), recipe.data.max_train_examples, cfg.seed)
+    examples = per_class(examples, recipe.fewshot.per_class, cfg.seed)
     evals = {s: rows for s in ("eval", "test") if (rows := _read(recipe, s)) is not None}
     names = registry.task("classification").label_set(examples, recipe.task.label_names)
     for split, rows in evals.items():
@@ -307,18 +328,36 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
         for split, rows in evals.items():
             scores = zero_shot_scores(encoder, [e["text"] for e in rows], names, recipe)
             metrics["zero_shot"][split] = scored(rows, scores, names)
-    started, history = time.perf_counter(), []
-    if recipe.fewshot.contrastive:
-        history = contrastive(encoder, texts, labels, recipe)
-    coef, intercept = fit_head(
-        embed(encoder, texts, cfg.eval_batch_size), labels, names, recipe.fewshot.C, cfg.seed
-    )
+    encoder_params = count_parameters(encoder)
+    tuned: dict = {"loss_history": [], "steps": 0, "planned_steps": 0, "pairs_seen": 0}
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        if recipe.fewshot.contrastive:
+            tuned = contrastive(encoder, texts, labels, recipe)
+        coef, intercept = fit_head(
+            embed(encoder, texts, cfg.eval_batch_size), labels, names, recipe.fewshot.C, cfg.seed
+        )
+    seconds = time.perf_counter() - started
     model = FewshotModel(encoder, names, coef, intercept)
+    seen = 2 * tuned["pairs_seen"] + len(texts)
     metrics["train"] = {
-        "seconds": time.perf_counter() - started,
+        "examples": len(texts),
+        "seconds": seconds,
         "pairs": len(pairs(labels, recipe.fewshot.iterations, cfg.seed)),
-        "loss_history": history,
+        **tuned,
+        "examples_seen": seen,
+        "examples_per_second": seen / seconds if seconds > 0 else None,
+        "memory": memory.as_dict(),
         "machine": describe(),
+    }
+    head_params = coef.size + intercept.size
+    trainable = head_params + (encoder_params["trainable"] if recipe.fewshot.contrastive else 0)
+    total = encoder_params["total"] + head_params
+    metrics["parameters"] = {
+        "trainable": trainable,
+        "total": total,
+        "trainable_pct": 100.0 * trainable / total,
+        "head": head_params,
     }
     for split, rows in evals.items():
         metrics[split] = scored(rows, model.scores([e["text"] for e in rows]), names)

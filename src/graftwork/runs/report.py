@@ -149,9 +149,12 @@ def write_report(result) -> Path:
 
 
 def compare_plot(rows: list[dict]) -> str:
-    """Metric against trainable share (log scale); marker area ∝ memory training added."""
+    """Metric against trainable share (log scale); marker area ∝ memory training added. Rows
+    that trained nothing (zero-shot) have no place on a log scale and are left out."""
     points = [
-        (r["trainable_pct"], r["value"], 20 + r["training_rss_mb"] / 4, r["method"]) for r in rows
+        (r["trainable_pct"], r["value"], 20 + r["training_rss_mb"] / 4, r["method"])
+        for r in rows
+        if r["trainable_pct"] and r.get("training_rss_mb") is not None
     ]
     ylabel = rows[0]["metric"] if rows else "metric"
     return _scatter(points, "trainable parameters (%)", ylabel, log_x=True)
@@ -177,11 +180,19 @@ def write_compare_report(path: Path, name: str, rows: list[dict], machine: dict)
     header = [label for _, label in COMPARE_COLUMNS]
     if rows:
         header[1] = f"{rows[0]['metric']} ({rows[0]['split']})"
-    body = [[row.get(key) for key, _ in COMPARE_COLUMNS] for row in rows]
+    body = [
+        ["-" if row.get(key) is None else row[key] for key, _ in COMPARE_COLUMNS] for row in rows
+    ]
+    notes = [
+        f"<p>{html.escape(row['method'])}: {html.escape(row['note'])}</p>"
+        for row in rows
+        if row.get("note")
+    ]
     parts = [
         f"<h1>graftwork compare: {html.escape(name)}</h1>",
         table(["", ""], [[k, v] for k, v in machine.items()]),
         table(header, body),
+        *notes,
         compare_plot(rows),
     ]
     return _write(path, _page(f"compare: {name}", parts))
