@@ -257,6 +257,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds, one per repeat (the subset, initialisation and order of "
+        "repeat r use seed r on every side); overrides --seed and --repeats",
+    )
     parser.add_argument("--max-eval", type=int, default=0, help="score on the first N dev examples")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset")
     parser.add_argument(
@@ -271,30 +277,38 @@ def main() -> None:
     quiet_libraries()
     work = args.out.parent
     work.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(args)
+    seeds = [int(s) for s in args.seeds.split(",") if s] or [args.seed] * args.repeats
+    args.repeats = len(seeds)
+    data_by_seed: dict[int, dict] = {}
     run = {
-        "graftwork": lambda: graftwork_side(args, data, work / "graftwork"),
-        "trainer": lambda: trainer_side(args, data, work / "hf-trainer", grouped=False),
-        "trainer_grouped": lambda: trainer_side(args, data, work / "hf-grouped", grouped=True),
+        "graftwork": lambda data: graftwork_side(args, data, work / "graftwork"),
+        "trainer": lambda data: trainer_side(args, data, work / "hf-trainer", grouped=False),
+        "trainer_grouped": lambda data: trainer_side(args, data, work / "hf-grouped", grouped=True),
     }
     rates = [matmul_rate(args.precision)]
     results: dict[str, list[dict]] = {s: [] for s in sides}
-    examples = len(data["train"]) * args.epochs
-    for r in range(args.repeats):
+    for r, seed in enumerate(seeds):
+        args.seed = seed
+        if seed not in data_by_seed:
+            data_by_seed[seed] = prepare_data(args)
+        data = data_by_seed[seed]
+        examples = len(data["train"]) * args.epochs
         order = sides[r % len(sides) :] + sides[: r % len(sides)]
         for side in order:
-            row = run[side]()
+            row = run[side](data)
             row["examples_per_second"] = examples / row["seconds"]
             row["position"] = order.index(side)
+            row["seed"] = seed
+            row["train_tokens"] = data["tokens"] * args.epochs
             results[side].append(row)
             print(
-                f"repeat {r + 1} {side:16}{row['examples_per_second']:8.1f} ex/s  "
+                f"repeat {r + 1} seed {seed} {side:16}{row['examples_per_second']:8.1f} ex/s  "
                 f"{row['metric']:.4f}",
                 flush=True,
             )
     rates.append(matmul_rate(args.precision))
     params = non_embedding_parameters(data)
-    tokens = data["tokens"] * args.epochs
+    tokens = statistics.median(data["tokens"] * args.epochs for data in data_by_seed.values())
     report: dict = {
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
@@ -308,10 +322,11 @@ def main() -> None:
     summary = {}
     for side, rows in results.items():
         ex = spread([row["examples_per_second"] for row in rows])
-        gflops = [6 * params * tokens / row["seconds"] / 1e9 for row in rows]
+        gflops = [6 * params * row["train_tokens"] / row["seconds"] / 1e9 for row in rows]
         summary[side] = {
             "examples_per_second": ex,
-            "metric": spread([row["metric"] for row in rows]),
+            "metric": spread([row["metric"] for row in rows])
+            | {"mean": statistics.mean(row["metric"] for row in rows)},
             "model_gflops": spread(gflops),
         }
     for other in ("trainer", "trainer_grouped"):
@@ -326,16 +341,21 @@ def main() -> None:
     print(
         f"\nCPU: {report['cpu']} ({report['threads']} threads), {args.task}, "
         f"{len(data['train'])} examples × {args.epochs} epoch(s), batch {args.batch_size}, "
-        f"lr {args.lr}, {args.precision}, {args.repeats} repeats in rotating order"
+        f"lr {args.lr}, {args.precision}, {args.repeats} repeats in rotating order, "
+        f"seeds {seeds}"
     )
     headline = data["task"].HEADLINE
-    print(f"{'side':18}{'ex/s median [min–max]':>26}{'dev ' + headline:>24}{'GFLOP/s':>10}")
+    print(
+        f"{'side':18}{'ex/s median [min–max]':>26}{'dev ' + headline + ' median [min–max]':>36}"
+        f"{'mean':>8}{'GFLOP/s':>10}"
+    )
     for side in results:
         s = summary[side]
         e, m = s["examples_per_second"], s["metric"]
         print(
             f"{side:18}{e['median']:10.1f} [{e['min']:.1f}–{e['max']:.1f}]".ljust(44)
             + f"{m['median']:10.4f} [{m['min']:.4f}–{m['max']:.4f}]"
+            + f"{m['mean']:8.4f}"
             + f"{s['model_gflops']['median']:8.1f}"
         )
     for key in ("graftwork_over_trainer", "graftwork_over_trainer_grouped"):
