@@ -137,3 +137,12 @@ def test_max_minutes_stops_the_pair_loop_and_the_head_is_still_fitted(
     assert metrics["train"]["steps"] == 0 < metrics["train"]["planned_steps"]
     assert metrics["train"]["examples_seen"] == 8  # the head's embeddings only
     assert 0 <= metrics["eval"]["accuracy"] <= 1
+
+
+def test_advise_points_few_examples_to_a_compare_with_fewshot():
+    from graftwork.runs.advise import advise
+
+    few = advise(examples=64, labels=4, latency_ms=50)
+    assert any("--methods full,lora,fewshot" in reason for reason in few.reasons)
+    many = advise(examples=60_000, labels=2, latency_ms=50)
+    assert not any("fewshot" in reason for reason in many.reasons)

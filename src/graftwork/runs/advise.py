@@ -106,7 +106,9 @@ def advise(
     if per_label < 50:
         reasons.append(
             f"only {per_label:.0f} examples per label: expect noisy results; the smallest "
-            "measured setting is 1,000 SST-2 examples (500 per label)"
+            "measured setting is 1,000 SST-2 examples (500 per label); for classification, "
+            "measure few-shot learning (SetFit) beside the methods on your examples: "
+            "graft compare RECIPE --methods full,lora,fewshot"
         )
 
     scale = tokens / MEASURED_TOKENS
