@@ -218,7 +218,9 @@ def train_and_save(
             on_log=tracker.on_log if tracker.active else None,
         )
     train_seconds = time.perf_counter() - started
-    model = accelerator.unwrap_model(prepared)
+    # without the mixed-precision forward `prepare` put on it: the metrics recorded below are
+    # then those of the FP32 weights the bundle holds and graft eval/predict/serve run
+    model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
     accelerator.wait_for_everyone()
     bundle_dir = run_dir / "bundle"
     metrics: dict = {}

@@ -35,6 +35,13 @@ def make_accelerator(cfg: TrainConfig):
     if precision == "fp16" and not torch.cuda.is_available():
         log.warning("precision fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
         precision = "no"
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        # accelerate keeps one state a process and refuses a second precision in it; a later
+        # run in this process (the Python API, a stage of a chain) starts that state anew (its
+        # PartialState, the data-parallel process group, is kept)
+        AcceleratorState._reset_state()
     return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
 
 
@@ -200,12 +207,15 @@ def fit(
             batches = training_batches(
                 lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length
             )
-        if world > 1:  # every process needs a share of every batch
-            batches = [b for b in batches if len(b) >= world]
         while state.batch_in_epoch < len(batches) and state.step < steps:
             index = state.batch_in_epoch
             global_batch = batches[index]
+            # a global batch smaller than the processes (an epoch's last) leaves some without an
+            # example: they run the batch's first one with weight 0, so that every process joins
+            # the gradient's all-reduce and the batches and steps stay the one-process ones
             mine = global_batch[rank::world]
+            weight = 1.0 if mine else 0.0
+            mine = mine or global_batch[:1]
             batch = collate([features[i] for i in mine], pad_id, [labels[i] for i in mine])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             boundary = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(batches)
@@ -216,7 +226,7 @@ def fit(
             share = max(1, labelled([labels[i] for i in global_batch])) / world
             with pause_sync(model) if not boundary else nullcontext():
                 with accelerator.autocast():
-                    loss = loss_fn(model, batch) / share
+                    loss = loss_fn(model, batch) * weight / share
                 accelerator.backward(loss / cfg.grad_accum)
             if world > 1:  # log the global batch's loss, not this process's share of it
                 loss = accelerator.reduce(loss.detach(), reduction="mean")
