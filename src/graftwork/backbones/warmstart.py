@@ -4,15 +4,15 @@
 the two checkpoints (`from_encoder_decoder_pretrained`): the encoder as it is, the decoder made
 causal with a cross-attention block in every layer, newly initialised (and, for an encoder
 checkpoint such as MiniLM, a language-model head whose transform is new as well). The result is
-saved once as a plain Hugging Face folder under `$GRAFT_CACHE/warmstart/` (the cache of
-`backbones.gguf`) with the encoder's tokenizer, and from then on is an ordinary local
+saved once as a plain Hugging Face folder under `$GRAFT_CACHE/warmstart/` (graftwork's cache,
+`backbones.cache`) with the encoder's tokenizer, and from then on is an ordinary local
 encoder-decoder checkpoint (`AutoModelForSeq2SeqLM` loads it, with or without graftwork).
 
 The new weights are drawn under a fixed seed (`SEED`, not the run's), so that one pair of
 checkpoints always gives the same starting model, and a cached folder is reused only when its
 record names the same two checkpoints (their folders, config and weight sizes and times).
-The folder is written beside its final place and renamed into it, so a half-written cache is
-never used.
+The folder is built once (under a lock, beside its final place, then renamed into it), so a
+half-written cache is never used.
 
 The special tokens come from the shared tokenizer: the decoder starts from `[CLS]` (else BOS)
 and stops at `[SEP]` (else EOS), as in the paper's BERT2BERT models.
@@ -29,7 +29,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from graftwork.backbones.gguf import build_once, cache_root
+from graftwork.backbones.cache import converted
 from graftwork.backbones.quiet import quiet
 from graftwork.errors import BackboneError
 
@@ -55,11 +55,11 @@ def warm_started(encoder: Path, decoder: Path, name: str) -> Path:
     folders), building it on first use; `name` is how messages call the backbone."""
     record = _record(encoder, decoder)
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-    return build_once(
-        cache_root() / "warmstart" / f"{encoder.name}--{decoder.name}-{key}",
-        record,
+    return converted(
+        f"warmstart/{encoder.name}--{decoder.name}-{key}",
         lambda tmp: build(encoder, decoder, tmp, name),
-        f"backbone {name}: cannot write the warm-started encoder-decoder",
+        f"the warm-started encoder-decoder of backbone {name}",
+        record,
     )
 
 
