@@ -93,6 +93,21 @@ def test_predict_input_of_a_binary_file_is_a_located_error(bundle, tmp_path):
     assert "looks like a binary file" in message and "one text a line" in message
 
 
+def test_input_lines_are_texts_or_qa_pairs_and_a_bad_one_is_located(tmp_path):
+    from graftwork.cli.inputs import iter_texts
+    from graftwork.errors import GraftError
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "one"}\n\n{"question": "q", "context": "c"}\n{"text": 3}\n')
+    read = iter_texts(inputs)
+    assert next(read) == (1, "one") and next(read) == (3, {"question": "q", "context": "c"})
+    with pytest.raises(GraftError, match="in.jsonl, line 4: expected a JSON object with a non"):
+        next(read)
+    inputs.write_text('{"text": "one"}\n{"text": "two"\n')
+    with pytest.raises(GraftError, match=r"line 2: not valid JSON \(.*\); expected JSON lines"):
+        list(iter_texts(inputs))
+
+
 def test_predict_input_jsonl_with_a_byte_order_mark_is_read(bundle, tmp_path):
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8-sig")

@@ -182,6 +182,21 @@ def test_graft_generate_names_the_bad_line_of_an_input_file(tmp_path, tiny_llama
         GraftError, match="prompts.jsonl, line 3: expected a JSON object with a non"
     ):
         verb.read_prompts(bad)
+    bad.write_text('{"prompt": "fine"}\n{"prompt": "  "}\n')
+    blank = 'line 2: expected a JSON object with a non-empty "prompt"'
+    with pytest.raises(GraftError, match=blank):
+        verb.read_prompts(bad)
+    bad.write_text('{"prompt": "fine"}\n{"prompt": \n')
+    with pytest.raises(GraftError, match="line 2: not valid JSON .*; expected JSON lines with a"):
+        verb.read_prompts(bad)
+    bad.write_text('{"question": "q", "context": "c"}\n')  # a QA pair is no prompt
+    with pytest.raises(GraftError, match="line 1: expected a JSON object"):
+        verb.read_prompts(bad)
+    plain = tmp_path / "prompts.txt"  # one prompt a line, behind a byte-order mark
+    plain.write_text("What is Paris?\n\n  Name a colour.\n", encoding="utf-8-sig")
+    assert verb.read_prompts(plain) == ["What is Paris?", "  Name a colour."]
+    with pytest.raises(GraftError, match="is a folder; give a file with one prompt a line"):
+        verb.read_prompts(tmp_path)
     with pytest.raises(GraftError, match="give one prompt, or --input FILE"):
         verb.generate(str(tiny_llama), None, None, None, None, None, None, None, 16, None)
 

@@ -16,8 +16,7 @@ import typer
 
 from graftwork.bundle import atomic
 from graftwork.cli import render
-from graftwork.cli.inputs import THREADS
-from graftwork.data.text import iter_text_lines
+from graftwork.cli.inputs import THREADS, expected_object, iter_texts
 from graftwork.errors import GraftError
 from graftwork.inference.generate import load_generator
 
@@ -64,28 +63,12 @@ def generate(
 
 
 def read_prompts(path: Path) -> list[str]:
-    """The prompts of an --input file (blank lines passed over), with located errors."""
-    if not path.is_file():
-        raise GraftError(f"--input {path} does not exist or is not a file")
-    jsonl = path.suffix in (".jsonl", ".json")
-    expected = 'JSON lines with a "prompt" string' if jsonl else "one prompt a line"
+    """The prompts of an --input file (`inputs.iter_texts` with the "prompt" key), none blank."""
     prompts = []
-    for number, line in enumerate(iter_text_lines(path, f"--input {path}", expected), start=1):
-        if not line.strip():
-            continue
-        if jsonl:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GraftError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-            text = record.get("prompt") if isinstance(record, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise GraftError(
-                    f'{path}, line {number}: expected a JSON object with a non-empty "prompt" '
-                    "string"
-                )
-            line = text
-        prompts.append(line)
+    for number, text in iter_texts(path, "prompt"):
+        if not text.strip():
+            raise GraftError(f"{path}, line {number}: {expected_object('prompt')}")
+        prompts.append(text)
     if not prompts:
         raise GraftError(f"--input {path} holds no prompts")
     return prompts

@@ -1,4 +1,4 @@
-"""What verbs take in: the options several verbs share, and the texts of `--input`.
+"""What verbs take in: the options several verbs share, and the texts (or prompts) of `--input`.
 
 Each shared option is declared once here and named by the verbs that take it. The backend
 names come from the registry (through the server's settings, which accept the same names).
@@ -35,31 +35,39 @@ def read_texts(path: Path) -> list[str | dict]:
     return [text for _, text in iter_texts(path)]
 
 
-def iter_texts(path: Path) -> Iterator[tuple[int, str | dict]]:
+def iter_texts(path: Path, key: str = "text") -> Iterator[tuple[int, str | dict]]:
     """`read_texts` one at a time, with each text's line number (blank lines are passed over);
-    the file is read as they are taken."""
+    the file is read as they are taken. JSON lines give their `key` string ("text"; `graft
+    generate` reads "prompt"); only "text" lines may instead hold a question and context."""
     if path.is_dir():
-        raise GraftError(f"--input {path} is a folder; give a file with one text a line")
+        raise GraftError(f"--input {path} is a folder; give a file with one {key} a line")
     if not path.is_file():
         raise GraftError(f"--input {path} does not exist")
     jsonl = path.suffix in (".jsonl", ".json")
-    expected = 'JSON lines with a "text" string' if jsonl else "one text a line"
+    qa = key == "text"  # predict's texts may be extractive-QA objects; prompts are strings
+    expected = f'JSON lines with a "{key}" string' if jsonl else f"one {key} a line"
     for number, line in enumerate(iter_text_lines(path, f"--input {path}", expected), start=1):
         if not line.strip():
             continue
-        if jsonl:
-            try:
-                record = json.loads(line)
-                text = record.get("text")
-            except (json.JSONDecodeError, AttributeError):
-                record, text = None, None
-            if text is None and isinstance(record, dict) and {"question", "context"} <= set(record):
-                text = {"question": record["question"], "context": record["context"]}  # QA
-            if not isinstance(text, (str, dict)):
-                raise GraftError(
-                    f"{path}, line {number}: expected a JSON object with a 'text' string (for "
-                    "extractive QA: 'question' and 'context')"
-                )
-            yield number, text
-        else:
+        if not jsonl:
             yield number, line
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GraftError(
+                f"{path}, line {number}: not valid JSON ({exc.msg}); expected {expected}"
+            ) from None
+        fields = record if isinstance(record, dict) else {}
+        text = fields.get(key)
+        if qa and text is None and {"question", "context"} <= set(fields):
+            text = {"question": fields["question"], "context": fields["context"]}
+        if not isinstance(text, (str, dict) if qa else str):
+            raise GraftError(f"{path}, line {number}: {expected_object(key)}")
+        yield number, text
+
+
+def expected_object(key: str) -> str:
+    """What a JSON line of an --input file must be, for messages."""
+    qa = " (for extractive QA: 'question' and 'context')" if key == "text" else ""
+    return f'expected a JSON object with a non-empty "{key}" string{qa}'
