@@ -172,33 +172,18 @@ def fewshot_recipe(
 
 
 def fewshot_rows(run_dir: Path, task: str) -> list[dict]:
-    """The few-shot run's row and, when it scored zero-shot, the zero-shot row."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    split = "test" if "test" in metrics else "eval"
-    metric = headline(task)
-    train, params, bundle = metrics["train"], metrics["parameters"], run_dir / "bundle"
+    """The few-shot run's row (`row`'s, with what the task adds and a note) and, when it scored
+    zero-shot, the zero-shot row."""
+    metrics = _metrics(run_dir)
+    params, bundle = metrics["parameters"], run_dir / "bundle"
     tuned = params["trainable"] > params["head"]  # the encoder was tuned, so it is the task's
     specific = folder_mb(bundle) if tuned else files_bytes(bundle / "head.json") / 2**20
-    rows = [
-        {
-            "method": FEWSHOT,
-            "metric": metric,
-            "split": split,
-            "value": metrics[split][metric],
-            "trainable": params["trainable"],
-            "trainable_pct": params["trainable_pct"],
-            "examples_per_second": train["examples_per_second"],
-            "examples_seen": train["examples_seen"],
-            "seconds": train["seconds"],
-            **train["memory"],
-            "bundle_mb": folder_mb(bundle),
-            "task_specific_mb": specific,
-            "run_dir": str(run_dir),
-            "note": "graft fewshot (SetFit) on the same examples: trainable = encoder + "
-            "logistic head; ex/s = texts through the encoder (2 per pair, 1 per example for "
-            "the head)",
-        }
-    ]
+    note = (
+        "graft fewshot (SetFit) on the same examples: trainable = encoder + logistic head; "
+        "ex/s = texts through the encoder (2 per pair, 1 per example for the head)"
+    )
+    rows = [{**row(FEWSHOT, run_dir, task, specific), "note": note}]
+    split, metric = rows[0]["split"], rows[0]["metric"]
     if split in metrics.get("zero_shot", {}):
         empty = dict.fromkeys((*MEMORY, "gpu_peak_mb", "examples_per_second", "seconds"))
         rows.append(
@@ -221,8 +206,14 @@ def fewshot_rows(run_dir: Path, task: str) -> list[dict]:
     return rows
 
 
-def row(method: str, run_dir: Path, task: str) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def row(method: str, run_dir: Path, task: str, specific: float | None = None) -> dict:
+    """A trained method's row, from its run's metrics.json; `specific`: the MB the task adds
+    beside a shared backbone (default: the method's `task_bytes`)."""
+    metrics = _metrics(run_dir)
     split = "test" if "test" in metrics else "eval"
     metric = headline(task)
     train, params = metrics["train"], metrics["parameters"]
@@ -238,7 +229,9 @@ def row(method: str, run_dir: Path, task: str) -> dict:
         "seconds": train["seconds"],
         **train["memory"],
         "bundle_mb": folder_mb(run_dir / "bundle"),
-        "task_specific_mb": task_specific_mb(run_dir / "bundle", method, metrics),
+        "task_specific_mb": (
+            task_specific_mb(run_dir / "bundle", method, metrics) if specific is None else specific
+        ),
         "run_dir": str(run_dir),
     }
 
