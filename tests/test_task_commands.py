@@ -1,5 +1,6 @@
-"""QA, causal-LM and seq2seq through graft's commands: bf16 training, `graft info`, `graft eval`,
-`graft predict`/`generate` on the bundle, and `graft compare` with two methods.
+"""QA, causal-LM and seq2seq through graft's commands: bf16 training (`graft run`, its report),
+`graft info`, `graft eval`, `graft predict`/`generate` on the bundle, and `graft compare` with
+two methods.
 
 Tiny models (conftest's tiny BERT, two copies of it warm-started as an encoder-decoder, the
 tiny Llama) on small slices of real data (SQuAD sentences, Multi30k). Multi-process training and
@@ -19,8 +20,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import graftwork
+from graftwork import registry
 from graftwork.cli import app
-from graftwork.runs.finetune import train
+from graftwork.runs.finetune import run, train
 from test_matrix import in_process
 from test_resume_and_parallel import NEW_TASKS, task_recipe
 
@@ -44,14 +46,15 @@ def invoke(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def bf16_runs(request, tmp_path_factory):
-    """`bf16_runs(task)`: (bf16 run, the same recipe's fp32 run), trained once."""
+    """`bf16_runs(task)`: (bf16 run by `graft run`'s function, with its report; the same
+    recipe's fp32 run), trained once."""
     runs: dict = {}
 
     def get(task: str):
         if task not in runs:
             runs[task] = tuple(
-                train(task_recipe(task, request, tmp_path_factory.mktemp(task), **TRAIN, **p))
-                for p in ({"precision": "bf16"}, {"precision": "fp32"})
+                stage(task_recipe(task, request, tmp_path_factory.mktemp(task), **TRAIN, **p))
+                for stage, p in ((run, {"precision": "bf16"}), (train, {"precision": "fp32"}))
             )
         return runs[task]
 
@@ -61,7 +64,7 @@ def bf16_runs(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("task", NEW_TASKS)
-def test_a_bf16_run_writes_an_fp32_bundle_that_info_eval_and_predict_read(bf16_runs, task):
+def test_a_bf16_run_reports_and_its_fp32_bundle_serves_info_eval_and_predict(bf16_runs, task):
     bf16, fp32 = bf16_runs(task)
     losses = [loss for _, loss in bf16.metrics["train"]["loss_history"]]
     reference = [loss for _, loss in fp32.metrics["train"]["loss_history"]]
@@ -69,6 +72,9 @@ def test_a_bf16_run_writes_an_fp32_bundle_that_info_eval_and_predict_read(bf16_r
     assert losses[0] == pytest.approx(reference[0], rel=2e-2)  # same weights, bf16 rounding
     saved = load_file(str(bf16.bundle / "model.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}
+
+    page = (bf16.run_dir / "report.html").read_text(encoding="utf-8")
+    assert registry.task(task).HEADLINE in page and "<svg" in page  # its metrics, loss curve
 
     info = invoke("info", bf16.bundle)
     assert f"task: {task}" in info and "eval: {" in info
