@@ -351,7 +351,7 @@ def pretrain(
             loss_fn=mlm_loss,
             batch_plan=batch_plan,
         )
-        model = accelerator.unwrap_model(prepared)
+        model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
         ppl["after"] = measure("after")
         metrics["train"] = {
             "documents": len(docs),

@@ -76,7 +76,7 @@ def _recover(model, features, targets, cfg, pad_id: int):
         prepared, state, rate = fit(
             model, features, targets, cfg, accelerator, Path(work), pad_id, {}
         )
-    model = accelerator.unwrap_model(prepared)
+    model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
     summary = {
         "epochs": cfg.epochs,
         "lr": cfg.lr,
