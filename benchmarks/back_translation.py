@@ -91,7 +91,9 @@ def main() -> None:
         args.sample_seed,
         out / f"sst2-{args.examples}.tsv",
     )
-    augmented = out / f"sst2-{args.examples}-bt-{args.via}.tsv"
+    augmented = out / (
+        f"sst2-{args.examples}-bt-{args.via}-{args.min_similarity}-{args.max_similarity}.tsv"
+    )
     if not augmented.is_file():  # the translations are the slow part: reuse them
         counts = augment_recipe(
             recipe("bt-source", small, out, 1, 1, args),
