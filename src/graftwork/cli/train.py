@@ -80,8 +80,11 @@ def _relaunch(nproc: int, launcher: list[str]) -> None:
     try:
         launch(parse_args([*launcher, "-m", "graftwork.cli", *argv]))
     except ChildFailedError as exc:
-        _, first = exc.get_first_failure()  # the others may have been stopped because of it
-        raise typer.Exit(2 if first.exitcode == 2 else 1) from None
+        # a user error (exit 2) in any process is the run's answer: another process may have
+        # been stopped because of it, or have died in the process group's teardown after
+        # printing the same error (an occasional C++ "terminate called" at exit)
+        user_error = any(failure.exitcode == 2 for failure in exc.failures.values())
+        raise typer.Exit(2 if user_error else 1) from None
     raise typer.Exit(0)
 
 
