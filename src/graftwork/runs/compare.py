@@ -297,31 +297,32 @@ def _compare(recipe_path, recipe, methods, overrides, budget_minutes, lrs) -> li
             extra.append(f"train.lr={lr}")
         if budget_minutes:
             extra.append(f"train.max_minutes={budget_minutes}")
-        cmd = [sys.executable, "-m", "graftwork.cli", "train", str(recipe_path), *overrides]
-        cmd += [*extra, "--overwrite"]
-        log.info("compare: %s", " ".join(cmd[3:]))
-        done = subprocess.run(cmd, env=os.environ.copy())
-        if done.returncode != 0:
-            raise GraftError(
-                f"compare: method {method} failed (exit {done.returncode}); its log is in "
-                f"{recipe.run_dir.with_name(name) / 'train.log'}"
-            )
-        rows.append(row(method, recipe.run_dir.with_name(name), recipe.task.type))
+        run_dir = recipe.run_dir.with_name(name)
+        args = ["train", str(recipe_path), *overrides, *extra, "--overwrite"]
+        _graft(args, f"method {method}", run_dir)
+        rows.append(row(method, run_dir, recipe.task.type))
     return rows
+
+
+def _graft(args: list[str], what: str, run_dir: Path, also: str = "") -> None:
+    """`graft ARGS` in its own process (so peak memory is its own); a GraftError naming `what`
+    and its run's train.log (then `also`) when it fails."""
+    cmd = [sys.executable, "-m", "graftwork.cli", *args]
+    log.info("compare: %s", " ".join(cmd[3:]))
+    done = subprocess.run(cmd, env=os.environ.copy())
+    if done.returncode != 0:
+        raise GraftError(
+            f"compare: {what} failed (exit {done.returncode}); its log is in "
+            f"{run_dir / 'train.log'}{also}"
+        )
 
 
 def _fewshot(recipe, name: str) -> list[dict]:
     """`graft fewshot NAME-compare/fewshot.yaml` in its own process; its rows."""
     derived = recipe.run_dir.with_name(f"{recipe.name}-compare") / "fewshot.yaml"
-    cmd = [sys.executable, "-m", "graftwork.cli", FEWSHOT, str(derived)]
-    log.info("compare: %s", " ".join(cmd[3:]))
-    done = subprocess.run(cmd, env=os.environ.copy())
-    if done.returncode != 0:
-        raise GraftError(
-            f"compare: {FEWSHOT} failed (exit {done.returncode}); its log is in "
-            f"{recipe.run_dir.with_name(name) / 'train.log'} (recipe: {derived})"
-        )
-    return fewshot_rows(recipe.run_dir.with_name(name), recipe.task.type)
+    run_dir = recipe.run_dir.with_name(name)
+    _graft([FEWSHOT, str(derived)], FEWSHOT, run_dir, f" (recipe: {derived})")
+    return fewshot_rows(run_dir, recipe.task.type)
 
 
 def write_outputs(out_dir: Path, name: str, rows: list[dict]) -> None:
