@@ -35,6 +35,12 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "graftwork"
 
 
+def file_record(source: Path) -> dict:
+    """The record of a folder built from the file `source`: its name and size (a package
+    upgrade that changes the file makes the folder stale)."""
+    return {"source": source.name, "bytes": source.stat().st_size}
+
+
 def finished(folder: Path, record: dict) -> bool:
     """Whether `folder` holds a finished build whose record (written last) is `record`."""
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graftwork.backbones.cache import converted
+from graftwork.backbones.cache import converted, file_record
 from graftwork.backbones.installed import package_path
 from graftwork.backbones.quiet import quiet
 from graftwork.errors import BackboneError
@@ -49,7 +49,7 @@ def cached_folder(name: str) -> Path:
         name,
         lambda tmp: convert(source, tmp),
         f"backbone '{name}' ({source.name}, about 600 MB converted)",
-        record={"source": source.name, "bytes": source.stat().st_size},
+        record=file_record(source),
     )
 
 

