@@ -95,7 +95,7 @@ def main() -> None:
         f"sst2-{args.examples}-bt-{args.via}-{args.min_similarity}-{args.max_similarity}.tsv"
     )
     if not augmented.is_file():  # the translations are the slow part: reuse them
-        counts = augment_recipe(
+        augment_recipe(  # writes the file and its counts beside it, read below
             recipe("bt-source", small, out, 1, 1, args),
             augmented,
             generator_translator(args.to_pivot, 16, args.max_new_tokens),
