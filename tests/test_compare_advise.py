@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -57,6 +58,15 @@ def test_peak_memory_sees_an_allocation_inside_the_block():
     with PeakMemory(interval=0.005) as memory:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB
         block += 1
+        # a sampler sees what lives across its samples: keep the block until a sample has seen
+        # it (or 2 s pass: then the asserts below fail), since on a busy machine the thread can
+        # sleep through a block that lives under a millisecond
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not (
+            memory.peak_mb - memory.start_mb > 40
+            and (memory.heap_peak_mb or 0.0) - (memory.heap_start_mb or 0.0) > 60
+        ):
+            time.sleep(0.005)
         del block
     measured = memory.as_dict()
     assert measured["training_rss_mb"] > 40
