@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import tiny_recipe
 from graftwork.errors import GraftError
 from graftwork.runs import finetune
-from test_resume_and_parallel import finish, graft, weights, write_recipe
+from test_resume_and_parallel import finish, graft, task_recipe, weights, write_recipe
 
 # a high learning rate on the tiny BERT: accuracy rises, then falls back (best at step 25 of 50)
 UNSTABLE = {"epochs": 1, "lr": 1e-2, "eval_every": 5, "threads": 1}
@@ -144,3 +144,22 @@ def test_the_report_draws_the_evaluation_curve(tiny_bert, sst2_small, tmp_path):
     page = (result.run_dir / "report.html").read_text()
     assert "evaluation during training" in page
     assert "eval accuracy" in page  # the curve's axis label, in the inlined SVG
+
+
+def test_a_bf16_run_evaluates_its_fp32_weights_while_training(request, tmp_path):
+    # keep last: the last evaluation scored the weights the bundle holds, which the run then
+    # scores again without autocast. The two must agree, or "best" is chosen on bf16 figures.
+    # Causal LM: its perplexity moves with bf16 rounding where a tiny model's accuracy would not.
+    train = {"epochs": 1, "eval_every": 3, "keep": "last", "precision": "bf16", "threads": 1}
+    result = finetune.train(task_recipe("causal_lm", request, tmp_path, **train))
+    history = result.metrics["train"]["eval_history"]
+    assert history[-1][0] == result.metrics["train"]["steps"]
+    assert history[-1][1] == result.metrics["eval"]
+    # and the bf16 forward is back on after an evaluation: later steps still differ from FP32
+    train["precision"] = "fp32"
+    fp32 = finetune.train(task_recipe("causal_lm", request, tmp_path / "fp32", **train))
+    bf16_later, fp32_later = (
+        [loss for step, loss in run.metrics["train"]["loss_history"] if step > 3]
+        for run in (result, fp32)
+    )
+    assert bf16_later and bf16_later != fp32_later

@@ -25,6 +25,9 @@ is updated and the best weights are written. It may raise to end the run (Optuna
 `TrialPruned`): the exception propagates from `fit` in the main process, and the other
 processes of a data-parallel run stop with a GraftError instead of waiting for it.
 
+Under `train.precision: bf16` (or fp16) evaluations run the FP32 weights without autocast
+(`full_precision`), as the final evaluation, `graft eval` and serving do.
+
 In a data-parallel run the main process evaluates alone (on the unwrapped model) and sends its
 decision to the others, so every process keeps the same state; with FSDP every process
 evaluates (a forward pass needs all of them: `train.sharding`), reaching the same decision.
@@ -37,6 +40,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from graftwork.errors import GraftError
@@ -46,6 +50,26 @@ log = logging.getLogger("graftwork")
 
 BEST = "best-"
 CONTINUE, STOP, FAILED = 0, 1, 2
+
+
+@contextmanager
+def full_precision(model):
+    """Run `model` without the mixed-precision forward `accelerator.prepare` put on it (bf16 /
+    fp16 autocast), and put that forward back after: evaluations then score the FP32 weights
+    as the bundle, `graft eval` and serving will run them, so the best step is chosen on the
+    figures the run reports. (accelerate keeps the plain forward as `_original_forward`; its
+    own `unwrap_model(keep_fp32_wrapper=False)` removes the wrapper for good, which training
+    cannot afford halfway.)"""
+    wrapped = model.__dict__.get("forward")
+    plain = model.__dict__.get("_original_forward")
+    if wrapped is None or plain is None:
+        yield model
+        return
+    model.forward = plain
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
 
 
 def best_dir(run_dir: Path, step: int) -> Path:
@@ -93,7 +117,8 @@ class Evaluator:
             plain = accelerator.unwrap_model(model)
             modes = {module: module.training for module in plain.modules()}
             try:
-                outcome = self._judge(plain, state)
+                with full_precision(plain):
+                    outcome = self._judge(plain, state)
                 if self.on_eval is not None and accelerator.is_main_process:
                     self.on_eval(state.step, state.eval_history[-1][1])
             except BaseException as exc:  # noqa: BLE001  (re-raised below, after telling the others)
