@@ -29,7 +29,9 @@ the shared loop); the head is fitted after it.
 
 The pair loop is written here (about 20 lines) rather than with `SentenceTransformerTrainer`:
 that needs a `datasets.Dataset`, an output folder and tracker settings, and draws its own
-sampling order; this loop draws pairs and order from `train.seed` alone.
+sampling order; this loop draws pairs and order from `train.seed` alone. It updates with the
+shared loop's fused AdamW where the parameters allow (`train.loop.fused_adamw`), as the HF
+Trainer under setfit does.
 
 Output (`runs/NAME/bundle`, written atomically): `encoder/` (a sentence-transformers folder,
 also a Hugging Face model folder) and `head.json` (labels, coefficients, intercepts);
@@ -73,6 +75,7 @@ from graftwork.machine import PeakMemory, describe
 from graftwork.methods import count_parameters
 from graftwork.runs import lock
 from graftwork.runs.finetune import setup_logging
+from graftwork.train.loop import fused_adamw
 
 log = logging.getLogger("graftwork")
 
@@ -193,7 +196,10 @@ def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRec
     if not todo:
         raise DataError("no training pairs: few-shot training needs two labels or more")
     loss_fn = losses.CosineSimilarityLoss(encoder)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": [p for p in encoder.parameters() if p.requires_grad]}]
+    optimizer = torch.optim.AdamW(
+        groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_adamw(groups)
+    )
     batches = math.ceil(len(todo) / cfg.batch_size)
     steps = max(1, math.ceil(cfg.epochs * batches))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
