@@ -187,7 +187,8 @@ def embed(encoder, texts: list[str], batch_size: int) -> np.ndarray:
 
 def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRecipe) -> dict:
     """Fine-tune `encoder` on SetFit pairs (until `train.max_minutes`, if set); returns
-    {"loss_history": [[step, loss], …], "steps", "planned_steps", "pairs_seen"}."""
+    {"loss_history": [[step, loss], …], "steps", "planned_steps", "pairs" (drawn for one
+    pass), "pairs_seen"}."""
     from sentence_transformers import losses
     from transformers import get_linear_schedule_with_warmup
 
@@ -237,7 +238,13 @@ def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRec
     if running:  # stopped by train.max_minutes between two log lines
         history.append([step, sum(running) / len(running)])
     encoder.eval()
-    return {"loss_history": history, "steps": step, "planned_steps": steps, "pairs_seen": seen}
+    return {
+        "loss_history": history,
+        "steps": step,
+        "planned_steps": steps,
+        "pairs": len(todo),
+        "pairs_seen": seen,
+    }
 
 
 def _to(value, device):
@@ -335,7 +342,13 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
             scores = zero_shot_scores(encoder, [e["text"] for e in rows], names, recipe)
             metrics["zero_shot"][split] = scored(rows, scores, names)
     encoder_params = count_parameters(encoder)
-    tuned: dict = {"loss_history": [], "steps": 0, "planned_steps": 0, "pairs_seen": 0}
+    tuned: dict = {
+        "loss_history": [],
+        "steps": 0,
+        "planned_steps": 0,
+        "pairs": 0,
+        "pairs_seen": 0,
+    }
     started = time.perf_counter()
     with PeakMemory() as memory:
         if recipe.fewshot.contrastive:
@@ -349,7 +362,6 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
     metrics["train"] = {
         "examples": len(texts),
         "seconds": seconds,
-        "pairs": len(pairs(labels, recipe.fewshot.iterations, cfg.seed)),
         **tuned,
         "examples_seen": seen,
         "examples_per_second": seen / seconds if seconds > 0 else None,
