@@ -155,11 +155,23 @@ def test_a_bf16_run_evaluates_its_fp32_weights_while_training(request, tmp_path)
     history = result.metrics["train"]["eval_history"]
     assert history[-1][0] == result.metrics["train"]["steps"]
     assert history[-1][1] == result.metrics["eval"]
-    # and the bf16 forward is back on after an evaluation: later steps still differ from FP32
-    train["precision"] = "fp32"
-    fp32 = finetune.train(task_recipe("causal_lm", request, tmp_path / "fp32", **train))
-    bf16_later, fp32_later = (
-        [loss for step, loss in run.metrics["train"]["loss_history"] if step > 3]
-        for run in (result, fp32)
-    )
-    assert bf16_later and bf16_later != fp32_later
+
+
+def test_full_precision_lifts_autocast_for_the_block_and_puts_it_back():
+    # the run above cannot show the wrapper comes back (its weights differ from step 1 on)
+    import torch
+
+    from graftwork.config.train import TrainConfig
+    from graftwork.train.evaluation import full_precision
+    from graftwork.train.loop import make_accelerator
+
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(64, 64)
+    x = torch.randn(4, 64)
+    want = plain(x).detach()
+    model = make_accelerator(TrainConfig(precision="bf16")).prepare(plain)
+    autocast = model(x).detach()
+    assert not torch.equal(autocast, want), "prepare put no autocast on the forward"
+    with full_precision(model):
+        assert torch.equal(model(x), want)
+    assert torch.equal(model(x).detach(), autocast)
