@@ -177,3 +177,52 @@ def test_bad_label_names_are_refused(task, problem):
 def test_iob_is_strict_or_repair():
     with pytest.raises(RecipeError, match=r"data.iob: .*'strict' or 'repair'"):
         load_recipe({"data": {"iob": "lenient"}})
+
+
+def test_a_text_field_keeps_an_override_that_yaml_would_read_as_a_mapping():
+    recipe = load_recipe(
+        {}, ["tracking.mlflow.uri=::not a uri::", "tracking.mlflow.tags.day=2026-12-07"]
+    )
+    assert recipe.tracking.mlflow.uri == "::not a uri::"
+    assert recipe.tracking.mlflow.tags == {"day": "2026-12-07"}
+
+
+def test_a_text_field_takes_an_override_yaml_would_read_as_a_number_as_typed():
+    recipe = load_recipe({}, ["name=2024", "tracking.mlflow.experiment=1e3"])
+    assert recipe.name == "2024" and recipe.tracking.mlflow.experiment == "1e3"
+
+
+def test_a_mapping_written_in_braces_is_still_a_mapping_and_its_error_shows_it():
+    with pytest.raises(
+        RecipeError, match=r"tracking.mlflow.uri: .*valid string \(got \{'a': 1\}\)"
+    ):
+        load_recipe({}, ["tracking.mlflow.uri={a: 1}"])
+
+
+def test_null_removes_a_mapping_from_the_command_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task: {label_names: {0: negative, 1: positive}}\n")
+    assert load_recipe(path, ["task.label_names=null"]).task.label_names == {}
+    assert load_recipe(path, ["task.label_names={}"]).task.label_names == {
+        "0": "negative",
+        "1": "positive",
+    }  # braces merge: nothing is removed
+    tracked = {"tracking": {"mlflow": {"uri": "sqlite:///x.db"}}}
+    assert load_recipe(tracked, ["tracking.mlflow=null"]).tracking.mlflow is None
+
+
+@pytest.mark.parametrize("stride", [128, 124])
+def test_a_qa_doc_stride_a_window_cannot_hold_is_refused_at_validation(stride):
+    task = {"type": "qa", "doc_stride": stride}
+    with pytest.raises(
+        RecipeError, match=rf"task.doc_stride {stride} .*data.max_length 128.*at most 123"
+    ):
+        load_recipe({"task": task, "data": {"max_length": 128}})
+    assert load_recipe({"task": {**task, "doc_stride": 123}, "data": {"max_length": 128}})
+
+
+def test_a_multitask_entry_checks_its_qa_doc_stride_too():
+    entry = {"task": {"type": "qa", "doc_stride": 64}, "data": {"max_length": 64}}
+    other = {"task": {}, "data": {}}
+    with pytest.raises(RecipeError, match=r"task.doc_stride 64 .*data.max_length 64"):
+        load_recipe({"multitask": {"tasks": {"a": entry, "b": other}}})

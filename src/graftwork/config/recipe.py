@@ -12,6 +12,12 @@ project) and other environment variables may be used in paths. The recipe keeps 
 variables are expanded only by `resolve_path`, so dumps (logs, metrics.json, the bundle manifest)
 never hold a value taken from the environment, and `show_path` names a path in messages the same
 way (with what it resolves to only for `${GRAFT_DATA}`, which is no secret).
+
+One rule for variables, in every field: `${NAME}` (or `$NAME`) stands for the environment
+variable, and a variable that is not set is an error naming the field (`load_recipe` checks a
+recipe file and its overrides up front; `expand` checks again where a value is used). The
+fields keep what was written; whoever uses a value other than a path (a tracking URI, an
+experiment, a tag) takes it through `RecipeBase.expanded`, and messages show it as written.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from graftwork.config.base import NAME
 from graftwork.config.base import Section as _Section
 from graftwork.config.compress import CompressConfig
 from graftwork.config.generation import GenerationConfig
-from graftwork.config.overrides import merge, parse_overrides
+from graftwork.config.overrides import merge, override_texts, parse_overrides
 from graftwork.config.sections import (  # noqa: F401  (re-exported: the recipe's sections)
     BackboneConfig,
     DataConfig,
@@ -45,6 +51,7 @@ from graftwork.config.sections import (  # noqa: F401  (re-exported: the recipe'
     TaskConfig,
     TaskEntry,
     TaskType,
+    check_doc_stride,
 )
 from graftwork.config.tracking import TrackingConfig
 from graftwork.config.train import TrainConfig  # noqa: F401  (re-exported)
@@ -59,6 +66,34 @@ ObjectiveConfig = Annotated[
 ]
 # environment variables whose values messages may show (where the shared data lies)
 SHOWN_VARIABLES = {"GRAFT_DATA"}
+# `${NAME}` or `$NAME`: an environment variable in a recipe value
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
+
+
+def variable_value(name: str) -> str | None:
+    """A variable's value (`GRAFT_DATA` has a default: `data_root`), or None when unset."""
+    return data_root() if name == "GRAFT_DATA" else os.environ.get(name)
+
+
+def unset_variables(raw: str) -> list[str]:
+    """The variables `raw` names that are not set, in order."""
+    return [a or b for a, b in VARIABLE.findall(raw) if variable_value(a or b) is None]
+
+
+def expand(raw: str, field: str) -> str:
+    """`raw` with its variables replaced by their values; an unset one is a RecipeError naming
+    `field` (and the variable, never a value)."""
+    unset = unset_variables(raw)
+    if unset:
+        raise RecipeError(unset_message(field, unset[0]))
+    return VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or "", raw)
+
+
+def unset_message(field: str, name: str) -> str:
+    return (
+        f"{field}: ${{{name}}} names an environment variable that is not set; set it "
+        f"(export {name}=...) or write the value in the recipe"
+    )
 
 
 class RecipeBase(_Section):
@@ -88,9 +123,26 @@ class RecipeBase(_Section):
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
+    def expanded(self, field: str) -> Any:
+        """The value of the dotted `field` (e.g. "tracking.mlflow.uri") with its variables
+        expanded (`expand`; a mapping's values too): for using it, never for showing it."""
+        value: Any = self
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        if isinstance(value, str):
+            return expand(value, field)
+        if isinstance(value, dict):
+            return {
+                k: expand(v, f"{field}.{k}") if isinstance(v, str) else v for k, v in value.items()
+            }
+        return value
+
     def resolve_path(self, raw: str) -> Path:
-        """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd."""
-        expanded = os.path.expanduser(os.path.expandvars(raw.replace("${GRAFT_DATA}", data_root())))
+        """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd (an
+        unset variable stays as written, and the file is then missing under that name)."""
+        expanded = os.path.expanduser(
+            VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or m.group(0), raw)
+        )
         path = Path(expanded)
         if not path.is_absolute() and self.source:
             beside = Path(self.source).parent / path
@@ -160,6 +212,8 @@ class Recipe(RecipeBase):
     @classmethod
     def _drop_labels_need_ner(cls, value: DataConfig, info: ValidationInfo) -> DataConfig:
         task = info.data.get("task")
+        if task is not None:
+            check_doc_stride(task, value)
         if value.drop_labels and task is not None and task.type != "ner":
             raise ValueError(
                 f"data.drop_labels maps entity types to O, which only NER tags have (the task "
@@ -239,8 +293,9 @@ def _format_errors(err: ValidationError, where: str, root: type[BaseModel] = Rec
             hint = f" Did you mean '{close[0]}'?" if close else ""
             lines.append(f"  - unknown key '{dotted}'.{hint} Valid keys here: {', '.join(valid)}.")
         else:
-            value = e.get("input")
-            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            value = e.get("input")  # a section's own mapping is not shown; a value read as one is
+            typed = e["type"].endswith("_type")
+            shown = f" (got {value!r})" if typed or not isinstance(value, dict) else ""
             lines.append(f"  - {dotted}: {e['msg']}{shown}")
     return "\n".join(lines)
 
@@ -280,9 +335,17 @@ def load_recipe(
     if path is not None:
         data["source"] = str(path)
     try:
-        recipe = model.model_validate(data)
+        recipe = _validate(model, data, override_texts(overrides or []))
     except ValidationError as err:
         raise RecipeError(_format_errors(err, where, model)) from None
+    if path is not None or overrides:
+        unset = [
+            f"  - {unset_message('.'.join(loc), name)}"
+            for loc, text in _strings(recipe)
+            for name in unset_variables(text)[:1]
+        ]
+        if unset:
+            raise RecipeError("\n".join([f"invalid recipe {where}:", *unset]))
     infinite = [
         f"  - {'.'.join(loc)}: Input should be a finite number (got {value})"
         for loc, value in _non_finite(recipe)
@@ -290,6 +353,42 @@ def load_recipe(
     if infinite:
         raise RecipeError("\n".join([f"invalid recipe {where}:", *infinite]))
     return recipe
+
+
+def _validate(model: type[BaseModel], data: dict, texts: dict[tuple[str, ...], str]) -> Any:
+    """`model.model_validate(data)`; a text field an override gave a value YAML read as a
+    number or a boolean (`name=2024`) is given the text as typed, and validated again."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        retyped = False
+        for e in err.errors():
+            loc = tuple(
+                str(p) for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] in TAGGED)
+            )
+            scalar = isinstance(e.get("input"), (bool, int, float))
+            if e["type"] == "string_type" and scalar and loc in texts:
+                node = data
+                for part in loc[:-1]:
+                    node = node[part]
+                node[loc[-1]], retyped = texts[loc], True
+        if not retyped:
+            raise
+    return model.model_validate(data)
+
+
+def _strings(value: Any, loc: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(location, text) of every text value in a validated recipe, any schema."""
+    if isinstance(value, str):
+        return [(loc, value)]
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        value = {f.alias or n: getattr(value, n) for n, f in fields.items() if not f.exclude}
+    elif isinstance(value, (list, tuple)):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return []
+    return [found for key, item in value.items() for found in _strings(item, (*loc, str(key)))]
 
 
 def _non_finite(value: Any, loc: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:

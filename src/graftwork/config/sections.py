@@ -142,9 +142,34 @@ class DataConfig(_Section):
         return value
 
 
+# the fewest tokens a QA window gives the question and the context it has not shared: one each
+QA_ROOM = 2
+
+
+def check_doc_stride(task: TaskConfig, data: DataConfig) -> None:
+    """A QA `doc_stride` must leave a window room for the special tokens, the question and new
+    context (the question's own length is checked when the data is read)."""
+    if task.type != "qa" or task.doc_stride is None:
+        return
+    special = 3  # [CLS] question [SEP] context [SEP]; the tokenizer may add fewer
+    most = data.max_length - special - QA_ROOM
+    if task.doc_stride > most:
+        raise ValueError(
+            f"task.doc_stride {task.doc_stride} is the context two windows share, and must be "
+            f"smaller than a window (data.max_length {data.max_length}) less its special "
+            f"tokens and the question: at most {most}, less the question's tokens; lower "
+            f"task.doc_stride (e.g. {data.max_length // 4}) or raise data.max_length"
+        )
+
+
 class TaskEntry(_Section):
     task: TaskConfig = Field(description="This task's `task` section (type, text, label).")
     data: DataConfig = Field(description="This task's `data` section (train, eval, test, …).")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> TaskEntry:
+        check_doc_stride(self.task, self.data)
+        return self
 
 
 class MultiTaskConfig(_Section):
