@@ -55,6 +55,15 @@ from graftwork.config.sections import (  # noqa: F401  (re-exported: the recipe'
 )
 from graftwork.config.tracking import TrackingConfig
 from graftwork.config.train import TrainConfig  # noqa: F401  (re-exported)
+from graftwork.config.variables import (  # noqa: F401  (data_root re-exported)
+    SHOWN_VARIABLES,
+    VARIABLE,
+    data_root,
+    expand,
+    unset_message,
+    unset_variables,
+    variable_value,
+)
 from graftwork.errors import RecipeError
 
 # the `type` unions of the registered methods and objectives (each module's `Config`)
@@ -64,36 +73,6 @@ MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discrimina
 ObjectiveConfig = Annotated[
     Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="type")  # noqa: UP007
 ]
-# environment variables whose values messages may show (where the shared data lies)
-SHOWN_VARIABLES = {"GRAFT_DATA"}
-# `${NAME}` or `$NAME`: an environment variable in a recipe value
-VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
-
-
-def variable_value(name: str) -> str | None:
-    """A variable's value (`GRAFT_DATA` has a default: `data_root`), or None when unset."""
-    return data_root() if name == "GRAFT_DATA" else os.environ.get(name)
-
-
-def unset_variables(raw: str) -> list[str]:
-    """The variables `raw` names that are not set, in order."""
-    return [a or b for a, b in VARIABLE.findall(raw) if variable_value(a or b) is None]
-
-
-def expand(raw: str, field: str) -> str:
-    """`raw` with its variables replaced by their values; an unset one is a RecipeError naming
-    `field` (and the variable, never a value)."""
-    unset = unset_variables(raw)
-    if unset:
-        raise RecipeError(unset_message(field, unset[0]))
-    return VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or "", raw)
-
-
-def unset_message(field: str, name: str) -> str:
-    return (
-        f"{field}: ${{{name}}} names an environment variable that is not set; set it "
-        f"(export {name}=...) or write the value in the recipe"
-    )
 
 
 class RecipeBase(_Section):
@@ -225,19 +204,6 @@ class Recipe(RecipeBase):
         """Resolve a data path from the recipe: env vars, then recipe folder, then cwd."""
         raw = getattr(self.data, split)
         return None if raw is None else self.resolve_path(raw)
-
-
-def data_root() -> str:
-    """Where the shared real data lies: $GRAFT_DATA, else ../shared/data beside the project."""
-    env = os.environ.get("GRAFT_DATA")
-    if env:
-        return env
-    candidates = [
-        Path.cwd().parent / "shared" / "data",
-        Path(__file__).resolve().parents[3] / "shared" / "data",  # editable install
-    ]
-    found = next((c for c in candidates if c.is_dir()), candidates[0])
-    return str(found)
 
 
 # names users bring from transformers / peft, mapped to ours (for "did you mean")

@@ -1,0 +1,59 @@
+"""Environment variables in recipe values: `${NAME}` or `$NAME`, one rule for every field.
+
+A variable stands for its value where the value is used (`expand`); one that is not set is an
+error naming the field and the variable, never a value. `GRAFT_DATA` has a default (`data_root`:
+the shared data beside the project) and is the only variable whose value messages may show.
+Left out: shell forms such as `${NAME:-default}` (a recipe gives its defaults as values).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from graftwork.errors import RecipeError
+
+# environment variables whose values messages may show (where the shared data lies)
+SHOWN_VARIABLES = {"GRAFT_DATA"}
+# `${NAME}` or `$NAME`: an environment variable in a recipe value
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
+
+
+def variable_value(name: str) -> str | None:
+    """A variable's value (`GRAFT_DATA` has a default: `data_root`), or None when unset."""
+    return data_root() if name == "GRAFT_DATA" else os.environ.get(name)
+
+
+def unset_variables(raw: str) -> list[str]:
+    """The variables `raw` names that are not set, in order."""
+    return [a or b for a, b in VARIABLE.findall(raw) if variable_value(a or b) is None]
+
+
+def expand(raw: str, field: str) -> str:
+    """`raw` with its variables replaced by their values; an unset one is a RecipeError naming
+    `field` (and the variable, never a value)."""
+    unset = unset_variables(raw)
+    if unset:
+        raise RecipeError(unset_message(field, unset[0]))
+    return VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or "", raw)
+
+
+def unset_message(field: str, name: str) -> str:
+    return (
+        f"{field}: ${{{name}}} names an environment variable that is not set; set it "
+        f"(export {name}=...) or write the value in the recipe"
+    )
+
+
+def data_root() -> str:
+    """Where the shared real data lies: $GRAFT_DATA, else ../shared/data beside the project."""
+    env = os.environ.get("GRAFT_DATA")
+    if env:
+        return env
+    candidates = [
+        Path.cwd().parent / "shared" / "data",
+        Path(__file__).resolve().parents[3] / "shared" / "data",  # editable install
+    ]
+    found = next((c for c in candidates if c.is_dir()), candidates[0])
+    return str(found)
