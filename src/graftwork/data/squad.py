@@ -49,8 +49,13 @@ def _answers(value, context: str) -> tuple[list[dict] | None, str]:
         start = answer.get("answer_start") if isinstance(answer, dict) else None
         if not isinstance(text, str) or not text.strip():
             return None, f"answers[{i}] has no text"
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        if isinstance(start, bool) or not isinstance(start, int):
             return None, f"answers[{i}] ({text[:40]!r}) has no answer_start (a character offset)"
+        if start < 0:
+            return None, (
+                f"answers[{i}] ({text[:40]!r}): answer_start {start} is negative; it is the "
+                "character offset where the answer begins in its context"
+            )
         found = context[start : start + len(text)]
         if found != text:
             return None, (
@@ -101,8 +106,11 @@ def _add(rows, order, where, qid, question, context, answers, impossible, task, 
     )
 
 
-def squad_document(rows) -> dict | None:
-    """The file as one SQuAD JSON document (`{"data": [...]}`), or None if it is not one."""
+def squad_document(rows, task) -> dict | None:
+    """The file as one SQuAD JSON document (`{"data": [...]}`), or None if it is JSON lines.
+
+    One JSON object without `data` is refused as not SQuAD JSON, unless it is one line holding
+    the task's question or context field (a JSON-lines file of one question)."""
     content = rows.result.path.read_bytes().removeprefix(codecs.BOM_UTF8)
     if not content.lstrip().startswith(b"{"):
         return None
@@ -110,7 +118,17 @@ def squad_document(rows) -> dict | None:
         document = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None  # JSON lines (or broken): the line reader reports the line
-    return document if isinstance(document, dict) and "data" in document else None
+    if not isinstance(document, dict) or "data" in document:
+        return document if isinstance(document, dict) else None
+    one_line = len(content.strip().splitlines()) == 1
+    if one_line and {task.question, task.context} & set(document):
+        return None
+    keys = ", ".join(sorted(map(str, document))[:8]) or "none"
+    raise DataError(
+        f"{rows.shown}: one JSON object, but not SQuAD JSON (no 'data' list; its keys: {keys}); "
+        f'give SQuAD\'s {{"data": [{{"paragraphs": [...]}}]}} or JSON lines of '
+        f"{task.question}, {task.context} and {task.answers}, one question a line"
+    )
 
 
 def read_squad(rows, document: dict, task, require_labels: bool) -> None:

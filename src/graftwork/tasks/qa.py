@@ -98,14 +98,14 @@ def read(rows, fmt: str, task, data, require_labels: bool) -> None:
             f"{rows.shown}: extractive QA reads SQuAD JSON or JSON lines, not {fmt}; "
             "set data.format: jsonl (or auto for .json/.jsonl files)"
         )
-    document = squad.squad_document(rows)
+    document = squad.squad_document(rows, task)
     if document is not None:
         squad.read_squad(rows, document, task, require_labels)
     else:
         squad.read_qa_jsonl(rows, readers._json_records(rows), task, require_labels)
     chosen = options(task)
     for example in rows.result.examples:
-        example["options"] = chosen
+        example["options"], example["file"] = chosen, rows.shown
 
 
 def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list[str]:
@@ -159,8 +159,9 @@ def split_windows(tokenizer, examples: list[dict], window: int, stride: int) -> 
         step = _stride(example, stride)
         room = window - special - len(question)
         if step >= room:
+            where = ", ".join(filter(None, (example.get("file"), example["where"])))
             raise DataError(
-                f"{example['where']}: the question takes {len(question)} tokens, which leaves "
+                f"{where}: the question takes {len(question)} tokens, which leaves "
                 f"{max(room, 0)} context tokens in a window of {window}, not more than the "
                 f"stride ({step}); shorten the question, raise data.max_length or lower "
                 "task.doc_stride"
