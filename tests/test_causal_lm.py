@@ -86,6 +86,27 @@ def test_a_bad_record_is_a_located_error(tmp_path, record, message):
         read(path)
 
 
+def test_a_source_field_no_record_has_is_a_located_error_not_another_field(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"prompt": "Say hi", "response": "hi"}])
+    recipe = load_recipe({"task": {"type": "causal_lm", "source": "question", "target": "answer"}})
+    with pytest.raises(
+        DataError,
+        match=r"qa.jsonl, line 1: field 'question' \(task.source\) is missing: the record has "
+        r"fields \['prompt', 'response'\]",
+    ):
+        read_examples(path, recipe.task, recipe.data)
+
+
+def test_named_source_and_target_fields_are_read_before_any_other_shape(tmp_path):
+    record = {"prompt": "ignored", "question": "Who?", "answer": "Ann"}
+    path = write_jsonl(tmp_path / "qa.jsonl", [record, {"question": "Why?"}])
+    recipe = load_recipe({"task": {"type": "causal_lm", "source": "question", "target": "answer"}})
+    with pytest.raises(DataError, match=r"line 2: the response is missing \(field 'answer'"):
+        read_examples(path, recipe.task, recipe.data)
+    [example] = read_examples(path, recipe.task, recipe.data, require_labels=False).examples[:1]
+    assert example["messages"][0]["content"] == "Who?" and example["response"] == "Ann"
+
+
 def test_bad_records_can_be_skipped_and_counted(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b"}, {"prompt": "c"}])
     recipe = load_recipe({"task": {"type": "causal_lm"}, "data": {"on_bad_rows": "skip"}})

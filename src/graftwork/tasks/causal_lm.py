@@ -93,7 +93,8 @@ def read(rows, fmt: str, task, data, require_labels: bool) -> None:
             rows.bad(number, example, f"Fix the record ({SHAPES})")
             continue
         if example["response"] is None and require_labels:
-            rows.bad(number, "the response is missing", f"Add it ({SHAPES})")
+            field = f" (field '{task.target}', task.target)" if named_fields(task) else ""
+            rows.bad(number, f"the response is missing{field}", f"Add it ({SHAPES})")
             continue
         if example["response"] is not None and not example["response"].strip():
             rows.bad(number, "empty response", "Remove the record or write the response")
@@ -119,12 +120,23 @@ def _text(record: dict, key: str):
     return value if isinstance(value, str) else None
 
 
+def named_fields(task) -> bool:
+    """Whether the recipe names the prompt's and response's fields (`task.source`/`target`):
+    then every record must hold them, and no other shape is tried."""
+    return task is not None and (task.source, task.target) != ("source", "target")
+
+
 def record_example(record: dict, task) -> dict | str:
     """The example of one JSON record, or the problem with it (a message)."""
     prefix = task.prefix if task is not None else ""
-    if "messages" in record:
+    if named_fields(task) and task.source not in record:
+        return (
+            f"field '{task.source}' (task.source) is missing: the record has fields "
+            f"{sorted(record)[:8]}; set task.source to the field holding the prompt"
+        )
+    if "messages" in record and not named_fields(task):
         return _chat(record["messages"])
-    if "prompt" in record or "instruction" in record:
+    if ("prompt" in record or "instruction" in record) and not named_fields(task):
         if "instruction" in record:
             prompt, extra = _text(record, "instruction"), record.get("input") or ""
             if not isinstance(extra, str):
