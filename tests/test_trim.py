@@ -15,6 +15,7 @@ from graftwork.bundle import read_manifest
 from graftwork.cli import app
 from graftwork.runs.finetune import train
 from graftwork.runs.trim import TrimError, trim, trim_tokenizer
+from test_select import graft_main
 
 WORDS = ["▁the", "▁cat", "▁sat", "▁on", "▁mat", "▁der", "▁hund", "▁dog", "▁ran", "at", "og"]
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -132,3 +133,52 @@ def test_trimming_a_model_onto_itself_is_refused(tmp_path, corpus):
 def test_a_bpe_tokenizer_is_refused():
     with pytest.raises(TrimError, match="BPE tokenizer"):
         trim_tokenizer({"model": {"type": "BPE", "vocab": {}, "merges": []}}, [0])
+
+
+def test_a_folder_with_the_users_files_is_never_replaced(tmp_path, corpus):
+    source = unigram_backbone(tmp_path / "full")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    for overwrite in (False, True):  # not even with --overwrite: graftwork did not write it
+        with pytest.raises(TrimError, match="not empty"):
+            trim(str(source), [corpus], out, overwrite=overwrite)
+        assert (out / "notes.txt").read_text() == "my notes"
+        assert not (out / "model.safetensors").exists()
+
+
+def test_graft_trim_refuses_a_non_empty_output_with_one_line(tmp_path, corpus, monkeypatch, capsys):
+    source = unigram_backbone(tmp_path / "full")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    args = ["trim", str(source), "--keep-from", str(corpus), "--output", str(out)]
+    status, said = graft_main(monkeypatch, capsys, *args)
+    assert status == 2 and (out / "notes.txt").is_file()
+    assert f"--output {out} is not empty" in said and "Traceback" not in said
+
+
+def test_a_trim_is_replaced_only_with_overwrite(tmp_path, corpus):
+    source = unigram_backbone(tmp_path / "full")
+    out = tmp_path / "trimmed"
+    trim(str(source), [corpus], out)
+    with pytest.raises(TrimError, match="--overwrite"):
+        trim(str(source), [corpus], out)
+    (tmp_path / "more.txt").write_text("a dog ran\n")
+    done = trim(str(source), [corpus, tmp_path / "more.txt"], out, overwrite=True)
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == done.pieces_after
+    assert "▁dog" in hidden(out, ["a dog"])[0][0]
+
+
+def test_an_empty_output_folder_is_used(tmp_path, corpus):
+    out = tmp_path / "empty"
+    out.mkdir()
+    trim(str(unigram_backbone(tmp_path / "full")), [corpus], out)
+    assert (out / "model.safetensors").is_file()
+
+
+def test_an_output_holding_the_model_being_trimmed_is_refused(tmp_path, corpus):
+    source = unigram_backbone(tmp_path / "out" / "full")
+    with pytest.raises(TrimError, match="holds the model being trimmed"):
+        trim(str(source), [corpus], tmp_path / "out", overwrite=True)
+    assert (source / "model.safetensors").is_file()

@@ -22,6 +22,9 @@ def trim(
         help="conll: CoNLL files (WikiANN); auto: .txt, TSV, CSV, JSONL.",
     ),
     text: str = typer.Option("sentence", "--text", help="Tables: the text column."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an --output folder graftwork wrote (never others)."
+    ),
 ):
     """Keep only the pieces (embedding rows) the corpora use, plus special tokens.
 
@@ -29,7 +32,7 @@ def trim(
     wikiann/de/train --format conll --output e5-en-de; then backbone: e5-en-de in a recipe."""
     if fmt not in ("auto", "conll"):
         raise typer.BadParameter("--format is auto or conll")
-    done = run_trim(source, keep_from, output, fmt=fmt, text=text)
+    done = run_trim(source, keep_from, output, fmt=fmt, text=text, overwrite=overwrite)
     mb = 1 << 20
     render.lines(
         [

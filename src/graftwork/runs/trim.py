@@ -15,7 +15,12 @@ vocabulary gives the same pieces, and the model the same outputs.
 The source is a backbone (short name or folder; the output is a backbone folder for
 `backbone:`) or a bundle (the output is a bundle: its manifest keeps its records and gains
 `trimmed`; ONNX artifacts are left out, export again). It works on the files: tokenizer.json
-and the safetensors weights; other files are copied.
+and the safetensors weights; other files are copied. A trimmed backbone holds `trimmed.json`
+(what the trim did), so a later trim knows the folder is one it wrote.
+
+The output is written whole or not at all (`bundle.atomic`). An output folder that is not empty
+is refused, and `overwrite=True` (`--overwrite`) replaces only a folder graftwork wrote (one
+holding graftwork.json or trimmed.json): a folder of the user's own files is never deleted.
 Left out: BPE tokenizers (their merges would need pruning too), sharded weights, and
 adapter files holding embedding rows (LoRA on embeddings); these are refused.
 """
@@ -47,6 +52,7 @@ BY_PIECE = (
     "predictions.bias",
 )
 DROPPED = ("onnx",)  # artifacts of the untrimmed model
+RECORD = "trimmed.json"  # in a trimmed backbone: what the trim did (a bundle's is its manifest)
 
 
 class TrimError(GraftError):
@@ -163,10 +169,42 @@ def trim_config(config: dict, kept: list[int]) -> dict:
     return config
 
 
+def check_output(output: Path, model: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, that holds the model being trimmed, or that is a
+    non-empty folder (with `overwrite`: one graftwork did not write)."""
+    output = Path(output)
+    where = f"--output {output}"
+    if output.resolve() == model.resolve():
+        raise TrimError(f"{where} is the model being trimmed; give a new folder")
+    if model.resolve().is_relative_to(output.resolve()):
+        raise TrimError(f"{where} holds the model being trimmed ({model}); give a new folder")
+    if output.exists() and not output.is_dir():
+        raise TrimError(f"{where} is a file; give a folder for the trimmed model")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    ours = (output / MANIFEST).is_file() or (output / RECORD).is_file()
+    if not ours:
+        raise TrimError(
+            f"{where} is not empty and holds no model graftwork wrote (no {MANIFEST} or "
+            f"{RECORD}); give a new or empty folder (its files are left as they are)"
+        )
+    if not overwrite:
+        raise TrimError(
+            f"{where} is not empty (a model graftwork wrote); give a new folder, or "
+            "--overwrite to replace it"
+        )
+
+
 def trim(
-    source: str, corpora: list[Path], output: Path, fmt: str = "auto", text: str = "sentence"
+    source: str,
+    corpora: list[Path],
+    output: Path,
+    fmt: str = "auto",
+    text: str = "sentence",
+    overwrite: bool = False,
 ) -> Trimmed:
-    """Trim backbone or bundle `source` to the pieces of `corpora`; write it to `output`."""
+    """Trim backbone or bundle `source` to the pieces of `corpora`; write it to `output` (a
+    new or empty folder, or with `overwrite` one graftwork wrote, see `check_output`)."""
     from safetensors.torch import save_file
 
     started = time.perf_counter()
@@ -179,8 +217,7 @@ def trim(
                 f"{folder} has no {needed}; trimming needs a fast tokenizer (tokenizer.json) "
                 "and unsharded safetensors weights"
             )
-    if Path(output).resolve() == folder.resolve():
-        raise TrimError(f"--output {output} is the model being trimmed; give a new folder")
+    check_output(Path(output), folder, overwrite)
     texts = corpus_texts(corpora, fmt, text)
     tokenizer = load_tokenizer(folder, BackboneConfig(name=str(folder)))
     kept = kept_ids(tokenizer, texts)
@@ -191,7 +228,7 @@ def trim(
 
     def write(out: Path) -> None:
         for path in _copied(folder):
-            if path.name in (WEIGHTS, "tokenizer.json", "config.json", MANIFEST):
+            if path.name in (WEIGHTS, "tokenizer.json", "config.json", MANIFEST, RECORD):
                 continue
             (shutil.copytree if path.is_dir() else shutil.copy2)(path, out / path.name)
         _remap_tokenizer_config(out / "tokenizer_config.json", kept)
@@ -220,8 +257,10 @@ def trim(
         record["trimmed"] = {k: v for k, v in report.record().items() if "bytes" not in k}
         write_bundle(output, write, record)
     else:
+        record = {k: v for k, v in report.record().items() if "bytes" not in k}
         with atomic.building(output) as tmp:
             write(tmp)
+            (tmp / RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     report.bytes_after = atomic.size(output)
     report.seconds = time.perf_counter() - started
     return report
