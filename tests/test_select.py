@@ -7,13 +7,14 @@ one pass, duplicates, ties, formats) on the same text and on the tiny BERT for e
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA, head
-from graftwork.cli import app
+from graftwork.cli import app, main
 from graftwork.errors import DataError, GraftError
 from graftwork.runs.corpus import read_documents
 from graftwork.runs.select import scores_path, select
@@ -117,6 +118,40 @@ def test_graft_select_writes_the_file(pool, like, tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote 3" in result.output
     assert out.read_text(encoding="utf-8").splitlines()[0] == PLANTED
+
+
+def graft_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`graft ARGS` as the console script runs it: (exit status, what it printed to stderr)."""
+    monkeypatch.setattr(sys, "argv", ["graft", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_an_output_that_is_a_folder_is_refused_before_scoring(
+    pool, like, tmp_path, monkeypatch, capsys
+):
+    args = ["select", "--pool", str(pool), "--like", str(like), "--top", "3"]
+    status, said = graft_main(monkeypatch, capsys, *args, "--output", str(tmp_path))
+    assert status == 2 and "Traceback" not in said
+    assert f"--output {tmp_path} is a folder" in said
+
+
+@pytest.mark.parametrize("which", ["pool", "like"])
+def test_an_output_that_is_an_input_is_refused(pool, like, tmp_path, which):
+    copies = {"pool": tmp_path / "pool.txt", "like": tmp_path / "like.txt"}
+    copies["pool"].write_bytes(pool.read_bytes())
+    copies["like"].write_bytes(like.read_bytes())
+    before = copies[which].read_bytes()
+    with pytest.raises(GraftError, match=f"is the --{which} file"):
+        select(copies["pool"], copies["like"], 3, copies[which])
+    assert copies[which].read_bytes() == before
+
+
+def test_an_output_under_a_file_is_refused(pool, like, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GraftError, match="is not a folder"):
+        select(pool, like, 3, tmp_path / "file" / "top.txt")
 
 
 @pytest.mark.slow

@@ -208,6 +208,7 @@ def select(
         raise GraftError(f"--score {score!r}: choose one of {', '.join(SCORES)}")
     if top < 1 or chunk < 1:
         raise GraftError(f"--top ({top}) and --chunk ({chunk}) must be at least 1")
+    check_output(Path(output), {"pool": Path(pool), "like": Path(like)})
     started = time.perf_counter()
     task_texts = read_documents(Path(like), text, header=True)
     if by == "tfidf":
@@ -255,6 +256,26 @@ def select(
 
 def _clean(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6f}"
+
+
+def check_output(output: Path, inputs: dict[str, Path]) -> None:
+    """Refuse, before any scoring, an `output` that cannot be written as a file: a folder, a
+    path under a file, or one of the `inputs` (or its scores file one of them)."""
+    if output.is_dir():
+        raise GraftError(f"--output {output} is a folder; give a file name (e.g. {output}/top.txt)")
+    parent = output.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GraftError(f"--output {output}: {parent} is not a folder; give another path")
+    written = [output] if output.suffix.lower() == ".tsv" else [output, scores_path(output)]
+    for flag, given in inputs.items():
+        for path in written:
+            if path.exists() and given.exists() and path.resolve() == given.resolve():
+                raise GraftError(
+                    f"--output {output}: {path} is the --{flag} file, which the selection "
+                    "would overwrite; give another output file"
+                )
 
 
 def write_selection(output: Path, best: list[tuple[float, int, str]]) -> None:
