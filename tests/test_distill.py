@@ -74,3 +74,25 @@ def test_distilled_student_learns_to_agree_with_the_teacher(teacher, sst2_small,
     got = [a["label"] for a in graftwork.load(result.bundle).predict(texts)]
     agreement = sum(a == b for a, b in zip(got, want, strict=True)) / len(want)
     assert agreement >= 0.9
+
+
+def test_a_distill_run_with_a_tracking_section_records_its_run(
+    teacher, tiny_bert, sst2_small, tmp_path
+):
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    tracking = {"mlflow": {"uri": uri, "experiment": "distill-exp"}}
+    recipe = tiny_recipe(
+        tiny_bert, sst2_small, tmp_path, name="student", tracking=tracking, train={"log_every": 5}
+    )
+    recipe["compress"] = {"distill": {"student_layers": 1}}
+    result = distill(teacher, recipe)
+    with _use_tracking_uri(uri):
+        found = mlflow.search_runs(experiment_names=["distill-exp"])
+    assert len(found) == 1
+    run = found.iloc[0]
+    assert run["status"] == "FINISHED"
+    assert run["tags.mlflow.runName"] == "student"
+    assert run["metrics.eval/accuracy"] == pytest.approx(result.metrics["eval"]["accuracy"])

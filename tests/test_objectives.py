@@ -21,7 +21,8 @@ from graftwork.objectives import dann, layers, prepare
 from graftwork.objectives.dann import DannConfig, schedule
 from graftwork.objectives.ewc import penalty
 from graftwork.objectives.layers import DomainHead, reverse_gradient
-from graftwork.runs.finetune import read_splits, train
+from graftwork.runs.finetune import train
+from graftwork.runs.stages import read_splits
 from graftwork.train.loop import param_groups
 
 

@@ -19,7 +19,7 @@ def run(recipe, overrides=None, resume: bool = False, overwrite: bool = False):
 
     (Training alone is `graftwork.runs.finetune.train`; `graftwork.train` is the training package.)
     """
-    from graftwork.runs.finetune import run as _run
+    from graftwork.runs.finetune import run as _run  # torch
 
     return _run(recipe, overrides, resume=resume, overwrite=overwrite)
 

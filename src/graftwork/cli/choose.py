@@ -14,7 +14,7 @@ from graftwork.cli import render
 from graftwork.cli.inputs import OVERRIDES
 from graftwork.runs import compare as comparing
 from graftwork.runs.advise import advise as recommend
-from graftwork.runs.finetune import setup_logging
+from graftwork.runs.lifecycle import setup_logging
 
 
 def compare(

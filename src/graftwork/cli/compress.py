@@ -18,7 +18,7 @@ from graftwork.cli.inputs import OVERRIDES, RESUME
 from graftwork.errors import GraftError
 from graftwork.export import export_bundle
 from graftwork.runs.distill import distill as run_distill
-from graftwork.runs.finetune import setup_logging
+from graftwork.runs.lifecycle import setup_logging
 from graftwork.runs.prune import prune_bundle
 from graftwork.tasks.base import headline
 

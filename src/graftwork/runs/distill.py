@@ -17,13 +17,13 @@ from graftwork.data.text import text_lines
 from graftwork.errors import GraftError
 from graftwork.inference.predictor import Predictor
 from graftwork.methods.base import Finisher, refuse
-from graftwork.runs import lock
-from graftwork.runs.finetune import read_splits, start, train_and_save
+from graftwork.runs.lifecycle import start, whole_run
+from graftwork.runs.stages import read_splits, train_and_save
 
 log = logging.getLogger("graftwork")
 
 
-@lock.whole_run  # the student's run folder is this run's until it returns
+@whole_run  # the student's run folder (its lock and its tracking record) until it returns
 def distill(teacher_bundle: Path, recipe=None, overrides: list[str] | None = None, resume=False):
     """Train a student from `teacher_bundle`; the recipe gives data, training and
     `compress.distill` (default: the teacher's own recipe with a 3-layer student)."""

@@ -74,7 +74,7 @@ from graftwork.errors import DataError, RecipeError
 from graftwork.machine import PeakMemory, describe
 from graftwork.methods import count_parameters
 from graftwork.runs import lock
-from graftwork.runs.finetune import setup_logging
+from graftwork.runs.lifecycle import setup_logging, whole_run
 from graftwork.train.loop import fused_adamw
 
 log = logging.getLogger("graftwork")
@@ -315,7 +315,7 @@ def _read(recipe: FewshotRecipe, split: str) -> list[dict] | None:
     return read_examples(path, recipe.task, recipe.data, shown=recipe.show_path(raw)).examples
 
 
-@lock.whole_run
+@whole_run
 def fewshot(recipe, overrides: list[str] | None = None) -> dict:
     """Train (contrastive encoder, then the head), evaluate, write the bundle and metrics."""
     recipe = load_fewshot_recipe(recipe, overrides)

@@ -1,313 +1,39 @@
 """A run, stage by stage: read → encode → build → train → evaluate → bundle → report.
 
-`train()` is what `graft train` does (up to the bundle and metrics.json); `run()` adds the
-report and a results table (and, in later stages, compression and export). The CLI, the
-Python API and the tests all come through here.
+`train()` is what `graft train` does (up to the bundle and metrics.json): a recipe with a
+`multitask:` section goes to `runs.multitask`, any other is one task on one model, built here
+(backbone, method, objective) and trained with `runs.stages`. `run()` adds the recipe's
+`compress:` chain (`runs.compress`) and the report. The CLI, the Python API and the tests all
+come through here; nothing below imports this module.
+
+Leaves out: the stages themselves (`runs.stages`) and what every run does around them (its
+folder, log, lock and tracking record: `runs.lifecycle`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from graftwork import registry, track
+from graftwork import registry
 from graftwork.backbones import load as backbones
-from graftwork.backbones.quiet import quiet_libraries
-from graftwork.bundle import atomic, write_bundle
-from graftwork.config.recipe import Recipe, load_recipe
-from graftwork.data.encode import label_ids
-from graftwork.data.labels import check_training_labels
-from graftwork.data.readers import ReadResult, read_examples
-from graftwork.data.sampling import subsample
+from graftwork.config.recipe import Recipe
 from graftwork.errors import GraftError
-from graftwork.inference.forward import evaluate_sets, task_forward
-from graftwork.machine import PeakMemory, describe
-from graftwork.methods import count_parameters
-from graftwork.methods.base import Finisher
 from graftwork.objectives import prepare as prepare_objective
-from graftwork.runs import lock
-from graftwork.tasks.base import summary
-from graftwork.train import checkpoint, evaluation
-from graftwork.train.loop import fit, make_accelerator, total_steps
+from graftwork.runs import multitask
+from graftwork.runs.compress import run_compress
+from graftwork.runs.lifecycle import setup_logging, start, whole_run, write_json
+from graftwork.runs.report import write_report
+from graftwork.runs.stages import RunResult, read_splits, train_and_save
 
 log = logging.getLogger("graftwork")
 
-# recipe parts a checkpoint must agree with before resuming from it
-FINGERPRINT = ("backbone", "task", "data", "method", "objective")
+__all__ = ["RunResult", "method_schedules", "run", "setup_logging", "train"]
 
 
-@dataclass
-class RunResult:
-    recipe: Recipe
-    run_dir: Path
-    bundle: Path
-    metrics: dict = field(default_factory=dict)
-
-
-def setup_logging(run_dir: Path | None, main: bool = True) -> None:
-    logger = logging.getLogger("graftwork")
-    logger.setLevel(logging.DEBUG)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    logger.propagate = False
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.INFO if main else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(console)
-    if run_dir is not None and main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-    quiet_libraries()
-
-
-def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | None:
-    path = recipe.data_path(split)
-    if path is None:
-        if require:
-            raise GraftError(f"recipe {recipe.name}: data.{split} is required; give a file path")
-        return None
-    shown = recipe.show_path(getattr(recipe.data, split))
-    result = read_examples(path, recipe.task, recipe.data, shown=shown)
-    if result.skipped:
-        log.warning(
-            "%s: skipped %d bad row(s); first: %s", shown, len(result.skipped), result.skipped[0]
-        )
-    if result.repaired:
-        log.info("%s: repaired %d tag(s) to IOB2 (data.iob: repair)", shown, result.repaired)
-    return result
-
-
-def _remove_leftovers(run_dir: Path) -> None:
-    """Remove the temporary checkpoint, bundle and file writes of killed runs in `run_dir`."""
-    left = [*checkpoint.remove_leftovers(run_dir), *atomic.remove_stale(run_dir)]
-    if left:
-        log.info("removed what killed writes left: %s", ", ".join(p.name for p in left))
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, main: bool) -> None:
-    if not main or resume:
-        return
-    leftover = checkpoint.latest(run_dir)
-    if leftover is not None and not overwrite:
-        raise GraftError(
-            f"{run_dir} holds a checkpoint of an unfinished run ({leftover.name}). Pass --resume "
-            "to continue it, or --overwrite to start again (the checkpoint is then deleted)."
-        )
-    checkpoint.remove_all(run_dir)
-
-
-@dataclass
-class Splits:
-    """Everything read and encoded for a run."""
-
-    task: object
-    tokenizer: object
-    labels: list[str]
-    train: ReadResult
-    features: list[dict]
-    targets: list
-    evals: dict[str, ReadResult]
-
-
-def start(recipe, overrides, resume: bool, overwrite: bool):
-    """Validate the recipe, make the accelerator, lock the run folder (`runs.lock`; until the
-    `@whole_run` function calling this returns), remove what killed writes left there, set up
-    logging, threads and seed; (recipe, acc)."""
-    recipe = load_recipe(recipe, overrides)
-    accelerator = make_accelerator(recipe.train)
-    lock.hold(recipe.run_dir, accelerator)
-    setup_logging(recipe.run_dir, accelerator.is_main_process)
-    if accelerator.is_main_process:
-        _remove_leftovers(recipe.run_dir)
-    _prepare_run_dir(recipe.run_dir, resume, overwrite, accelerator.is_main_process)
-    track.begin(recipe, accelerator.is_main_process, resume)  # recipe `tracking:`, if any
-    accelerator.wait_for_everyone()
-    cores = os.cpu_count() or 1
-    here = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))  # on this machine
-    torch.set_num_threads(recipe.train.threads or max(1, cores // here))
-    torch.manual_seed(recipe.train.seed)
-    return recipe, accelerator
-
-
-def read_splits(
-    recipe: Recipe, tokenizer, labels: list[str] | None = None, extra: list[dict] | None = None
-) -> Splits:
-    """Read and encode train/eval/test; labels come from training data unless given."""
-    task = registry.task(recipe.task.type)
-    train_data = _read(recipe, "train", require=True)
-    evals = {s: r for s in ("eval", "test") if (r := _read(recipe, s)) is not None}
-    examples = subsample(train_data.examples, recipe.data.max_train_examples, recipe.train.seed)
-    examples = examples + (extra or [])
-    if not labels:
-        labels = task.label_set(examples, recipe.task.label_names)
-        if task.LABEL_KEY:  # an empty key: targets are texts, no label vocabulary (seq2seq)
-            check_training_labels(labels, recipe.task.label_names, train_data.shown)
-    label2id = {label: i for i, label in enumerate(labels)}
-    features, targets = task.encode(
-        tokenizer, examples, label2id, recipe.data.max_length, train_data.shown
-    )
-    for result in evals.values():  # fail on unseen labels now, not after training
-        label_ids(result.examples, task.LABEL_KEY, label2id, result.shown)
-    log.info(
-        "%s: %d training examples (%d labels) from %s",
-        recipe.name,
-        len(features),
-        len(labels),
-        train_data.shown,
-    )
-    return Splits(task, tokenizer, labels, train_data, features, targets, evals)
-
-
-def train_and_save(
-    recipe: Recipe,
-    accelerator,
-    splits: Splits,
-    model,
-    finisher: Finisher,
-    resume: bool = False,
-    loss_fn=None,
-    manifest_extra: dict | None = None,
-    on_step=None,
-    lr_scales: dict | None = None,
-    batch_plan=None,
-    evaluate=None,
-    on_eval=None,
-) -> RunResult:
-    """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json.
-
-    `batch_plan` and `evaluate(model) -> metrics` replace the epoch's batches and the
-    evaluation for runs that are not one task on one model (multi-task). With
-    `train.eval_every`, the eval split is evaluated during training (`train.evaluation`) and
-    `on_eval(step, metrics)` is called after each of those evaluations (main process)."""
-    cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
-    tracker = track.current(run_dir)  # records nothing unless the recipe asks for tracking
-    params = count_parameters(model)
-    log.info(
-        "trainable parameters: %s of %s (%.2f%%)",
-        f"{params['trainable']:,}",
-        f"{params['total']:,}",
-        params["trainable_pct"],
-    )
-    started = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    with PeakMemory() as memory:
-        prepared, state, rate = fit(
-            model,
-            splits.features,
-            splits.targets,
-            cfg,
-            accelerator,
-            run_dir,
-            splits.tokenizer.pad_token_id,
-            checkpoint.fingerprint(recipe, FINGERPRINT),
-            resume=resume,
-            loss_fn=loss_fn,
-            on_step=on_step,
-            lr_scales=lr_scales,
-            batch_plan=batch_plan,
-            evaluator=evaluator(recipe, accelerator, splits, evaluate, tracker.chain(on_eval)),
-            on_log=tracker.on_log if tracker.active else None,
-        )
-    train_seconds = time.perf_counter() - started
-    # without the mixed-precision forward `prepare` put on it: the metrics recorded below are
-    # then those of the FP32 weights the bundle holds and graft eval/predict/serve run
-    model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
-    accelerator.wait_for_everyone()
-    bundle_dir = run_dir / "bundle"
-    metrics: dict = {}
-    if main:
-        metrics = evaluate(model) if evaluate else evaluate_splits(model, splits, recipe)
-        metrics["train"] = {
-            "examples": len(splits.features),
-            "examples_seen": state.examples,
-            "steps": state.step,
-            "planned_steps": total_steps(len(splits.features), cfg),
-            "epochs": cfg.epochs,
-            "examples_per_second": rate,
-            "seconds": train_seconds,
-            "loss_history": state.loss_history,
-            **evaluation.record(cfg, state),
-            "skipped_rows": {
-                s: len(r.skipped) for s, r in {"train": splits.train, **splits.evals}.items()
-            },
-            "repaired_tags": {
-                s: r.repaired for s, r in {"train": splits.train, **splits.evals}.items()
-            },
-            "processes": accelerator.num_processes,
-            "memory": memory.as_dict(),
-            "machine": describe(),
-        }
-        metrics["parameters"] = params
-        manifest = {
-            **model_manifest(recipe, splits.labels),
-            "metrics": {k: v for k, v in metrics.items() if k != "train"},
-            **(manifest_extra or {}),
-        }
-
-        def write(tmp: Path) -> None:
-            final = finisher.finish(model, tmp)
-            final.save_pretrained(str(tmp), safe_serialization=True)
-            splits.tokenizer.save_pretrained(str(tmp))
-
-        write_bundle(bundle_dir, write, manifest, needed=lambda: checkpoint.tensor_bytes(model))
-        _write_json(run_dir / "metrics.json", metrics)
-        checkpoint.remove_all(run_dir)
-        tracker.model(bundle_dir)
-        log.info("bundle: %s", bundle_dir)
-    accelerator.wait_for_everyone()
-    return RunResult(recipe, run_dir, bundle_dir, metrics)
-
-
-def evaluator(recipe: Recipe, accelerator, splits: Splits, evaluate=None, on_eval=None):
-    """The `train.evaluation.Evaluator` of a run with `train.eval_every` (None without); a
-    multi-task run's `evaluate` gives the first task's eval split."""
-    only_eval = replace(splits, evals={k: v for k, v in splits.evals.items() if k == "eval"})
-
-    def eval_split(model) -> dict:
-        return (evaluate(model) if evaluate else evaluate_splits(model, only_eval, recipe))["eval"]
-
-    head = splits.task.HEADLINE
-    return evaluation.build(recipe, accelerator, head, only_eval.evals, eval_split, on_eval)
-
-
-def model_manifest(recipe: Recipe, labels: list[str], name: str | None = None) -> dict:
-    """What a bundle's graftwork.json says about the model it holds (and how it was made)."""
-    return {
-        "name": name or recipe.name,
-        "task": recipe.task.type,
-        "labels": labels,
-        "method": recipe.method.type,
-        "backbone": recipe.backbone.name,
-        "recipe": recipe.model_dump(mode="json"),
-    }
-
-
-def evaluate_splits(model, splits: Splits, recipe: Recipe) -> dict:
-    metrics = evaluate_sets(
-        task_forward(splits.task, model, splits.tokenizer, getattr(recipe, "generation", None)),
-        splits.tokenizer,
-        splits.task,
-        splits.evals,
-        dict(enumerate(splits.labels)),
-        recipe.data.max_length,
-        recipe.train.eval_batch_size,
-    )
-    for split, values in metrics.items():
-        log.info("%s: %s", split, summary(recipe.task.type, values))
-    return metrics
-
-
-@lock.whole_run
-@track.whole_run
+@whole_run
 def train(
     recipe: Recipe | str | Path | dict,
     overrides: list[str] | None = None,
@@ -321,8 +47,6 @@ def train(
     `train.eval_every`; see `train.evaluation`), e.g. to report to a tracker or a tuner."""
     recipe, accelerator = start(recipe, overrides, resume, overwrite)
     if recipe.multitask is not None:
-        from graftwork.runs import multitask
-
         return multitask.train(recipe, accelerator, resume=resume, on_eval=on_eval)
     folder = backbones.resolve(recipe.backbone)
     tokenizer = backbones.load_tokenizer(folder, recipe.backbone)
@@ -353,7 +77,7 @@ def train(
     )
     if objective.after is not None and result.metrics:  # main process: e.g. EWC's task A
         result.metrics.update(objective.after(result.bundle))
-        _write_json(result.run_dir / "metrics.json", result.metrics)
+        write_json(result.run_dir / "metrics.json", result.metrics)
     return result
 
 
@@ -369,8 +93,7 @@ def method_schedules(method, model, recipe: Recipe, accelerator):
     return lr_scales, on_step
 
 
-@lock.whole_run
-@track.whole_run
+@whole_run
 def run(
     recipe: Recipe | str | Path | dict,
     overrides: list[str] | None = None,
@@ -379,21 +102,13 @@ def run(
     on_eval=None,
 ) -> RunResult:
     """The whole recipe: train, evaluate, bundle, then the report (`on_eval`: see `train`)."""
-    from graftwork.runs.report import write_report
-
     result = train(recipe, overrides, resume=resume, overwrite=overwrite, on_eval=on_eval)
     if not result.metrics:  # not the main process
         return result
     compress = result.recipe.compress
     if any(getattr(compress, stage) is not None for stage in ("distill", "prune", "export")):
-        from graftwork.runs.compress import run_compress
-
         result.metrics["stages"] = run_compress(result.recipe, result.bundle)
         setup_logging(result.run_dir)  # distillation set up its own run's log
-        _write_json(result.run_dir / "metrics.json", result.metrics)
+        write_json(result.run_dir / "metrics.json", result.metrics)
     write_report(result)
     return result
-
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic.write_json(path, data)

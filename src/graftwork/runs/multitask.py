@@ -31,11 +31,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from graftwork.backbones import load as backbones
 from graftwork.bundle import write_manifest
 from graftwork.config.recipe import MultiTaskConfig
 from graftwork.errors import GraftError, RecipeError
 from graftwork.methods import count_parameters
 from graftwork.methods.base import Finisher, refuse
+from graftwork.runs.stages import (
+    Splits,
+    evaluate_splits,
+    model_manifest,
+    read_splits,
+    train_and_save,
+)
+from graftwork.train.loop import summed_loss
 
 log = logging.getLogger("graftwork")
 
@@ -119,16 +128,6 @@ class MultiTaskModel(nn.Module):
 def train(recipe, accelerator, resume: bool = False, on_eval=None):
     """Train every task of `recipe.multitask` on one encoder; write the bundle (see module).
     With `train.eval_every`, the first task's eval split ranks the evaluations (`on_eval`)."""
-    from graftwork.backbones import load as backbones
-    from graftwork.runs.finetune import (
-        Splits,
-        evaluate_splits,
-        model_manifest,
-        read_splits,
-        train_and_save,
-    )
-    from graftwork.train.loop import summed_loss
-
     if accelerator.num_processes > 1:
         raise GraftError(f"recipe {recipe.name}: multitask training runs in one process")
     subs = task_recipes(recipe)
@@ -200,8 +199,6 @@ def train(recipe, accelerator, resume: bool = False, on_eval=None):
 
 def write_tasks(names, splits, subs, container, out_dir: Path):
     """The bundle writer for `train_and_save`: other tasks under tasks/, the first at the root."""
-    from graftwork.runs.finetune import model_manifest
-
     for name in names[1:]:
         folder = Path(out_dir) / TASKS_DIR / name
         container.heads[name].save_pretrained(str(folder), safe_serialization=True)

@@ -55,9 +55,9 @@ from graftwork.data.encode import IGNORE
 from graftwork.data.sampling import subsample
 from graftwork.errors import BackboneError, DataError, GraftError
 from graftwork.machine import describe
-from graftwork.runs import lock
 from graftwork.runs.corpus import DynamicMasks, PretrainData, masked_sequences, read_corpus
-from graftwork.runs.finetune import RunResult, _write_json, start
+from graftwork.runs.lifecycle import start, whole_run, write_json
+from graftwork.runs.stages import RunResult
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
 from graftwork.train import checkpoint
 from graftwork.train.loop import fit, labelled, make_accelerator, summed_cross_entropy, summed_loss
@@ -278,7 +278,7 @@ def _terms(recipe: PretrainRecipe, tokenizer, documents: list[str]) -> list[str]
     return terms
 
 
-@lock.whole_run  # the run folder is this run's until it returns
+@whole_run  # the run folder (its lock and its tracking record) until it returns
 def pretrain(
     recipe: PretrainRecipe | str | Path | dict,
     overrides: list[str] | None = None,
@@ -391,7 +391,7 @@ def pretrain(
         _carry_pooler(folder, tmp, model.base_model_prefix)
 
     write_bundle(bundle_dir, write, manifest)
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     checkpoint.remove_all(run_dir)
     log.info("backbone folder: %s", bundle_dir)
     return RunResult(recipe, run_dir, bundle_dir, metrics)
