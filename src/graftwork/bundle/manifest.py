@@ -15,7 +15,21 @@ artifacts, pruning, …) stay dicts: each is written and read by one module.
 `Predictor.manifest` is public, and `apply_pruning` takes either form. New code reads
 attributes.
 
-Left out: migrations between formats (there is one, `graftwork-bundle/1`).
+The manifest vouches for itself as well as for the files: `manifest_sha256` is the sha256 of
+its own content (every other key, as canonical JSON), so a verified read notices an edited
+`graftwork.json` (a task changed from QA to classification, generation limits raised). And
+every read, verified or not, checks the manifest against the bundle's `config.json`
+(`contradiction`): the architecture must be one the task's model class loads (a QA manifest
+needs a …ForQuestionAnswering model), and a task with a label vocabulary must list the labels
+of the head's `id2label`, in its order; a contradictory bundle cannot load the model it claims,
+so `verify=False` does not let it through. A bundle written before the manifest hash existed
+(no `manifest_sha256`) is checked for consistency only. The hash is a checksum, not a
+signature: it catches edits, not someone who recomputes it.
+
+Left out: migrations between formats (there is one, `graftwork-bundle/1`); checking tasks the
+registry does not know (a pretrained backbone's `mlm`), a config without `architectures`, and
+the architecture of a task whose model class is not a transformers auto class (seq2seq's
+wrapper: an architecture another task's class loads is still refused).
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from graftwork import registry
 from graftwork.bundle import atomic
 from graftwork.errors import BundleError
 
@@ -37,6 +52,8 @@ MANIFEST = "graftwork.json"
 FORMAT = "graftwork-bundle/1"
 CONFIG = "config.json"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # what a bundle's model loads
+HEAD = "head.safetensors"  # a multi-task bundle's task folder: its head (`bundle.tasks`)
+DIGEST = "manifest_sha256"  # the sha256 of the manifest's other keys (module docstring)
 
 
 class _Record(BaseModel):
@@ -73,9 +90,12 @@ class Manifest(_Record):
     distillation: dict[str, Any] | None = None
     objective: dict[str, Any] | None = None
     multitask: Multitask | None = None
+    # a multi-task bundle's task folder: the folder (relative) whose weights hold the encoder
+    encoder: str | None = None
     versions: dict[str, str] = {}
     created: str | None = None
     files: dict[str, str] = {}  # path inside the bundle → sha256
+    manifest_sha256: str | None = None  # of every other key (`digest`); None: an older bundle
 
     def dump(self) -> dict:
         """The JSON form: the keys it was read or built with, and no others."""
@@ -137,6 +157,14 @@ def validate(data: dict, where: object) -> Manifest:
         ) from None
 
 
+def digest(data: dict) -> str:
+    """The sha256 of a manifest's content: every key but `manifest_sha256`, as canonical JSON
+    (sorted keys, no spaces), the same before writing and after reading back."""
+    body = json.loads(json.dumps({k: v for k, v in data.items() if k != DIGEST}))
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def write_manifest(folder: Path, manifest: dict) -> Manifest:
     """Add format, versions, time and the sha256 of every file in `folder`; write it there."""
     data = {"format": FORMAT, **manifest, "versions": versions()}
@@ -148,8 +176,74 @@ def write_manifest(folder: Path, manifest: dict) -> Manifest:
 
 
 def save_manifest(folder: Path, manifest: Manifest) -> Path:
-    """Write `manifest` into `folder` as it is (its `files` already up to date)."""
-    return atomic.write_json(Path(folder) / MANIFEST, manifest.dump())
+    """Write `manifest` into `folder` as it is (its `files` already up to date), with the
+    hash of its content (`manifest_sha256`, set on `manifest` too)."""
+    data = manifest.dump()
+    manifest.manifest_sha256 = digest(data)
+    return atomic.write_json(Path(folder) / MANIFEST, {**data, DIGEST: manifest.manifest_sha256})
+
+
+def _head_names(task: str) -> frozenset[str] | None:
+    """The architectures the task's model class loads (transformers' table of its auto class),
+    or None when the class is not an auto class."""
+    table = getattr(
+        getattr(registry.task(task).model_class(), "_model_mapping", None), "_model_mapping", None
+    )
+    if table is None:
+        return None
+    names: set[str] = set()
+    for value in table.values():
+        names.update(value if isinstance(value, tuple | list) else [value])
+    return frozenset(names)
+
+
+def _config(bundle: Path) -> dict | None:
+    try:
+        data = json.loads((bundle / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent or unreadable: loading says so; the file hashes cover it
+    return data if isinstance(data, dict) else None
+
+
+def contradiction(bundle: Path, manifest: Manifest) -> str | None:
+    """What in the manifest contradicts the bundle's config.json (None: nothing does): an
+    architecture the manifest's task does not load, or labels other than the head's."""
+    task, config = manifest.task, _config(bundle)
+    if task not in registry.TASKS or config is None:
+        return None
+    where = f"bundle {bundle}: its {MANIFEST} says task '{task}'"
+    fix = (
+        f"{MANIFEST} was edited or comes from another bundle: restore it, or re-create the "
+        "bundle (graft train)"
+    )
+    architectures = config.get("architectures") or []
+    if architectures:
+        arch, heads = architectures[0], _head_names(task)
+        owners = [t for t in registry.TASKS if t != task and arch in (_head_names(t) or ())]
+        if (heads is not None and arch not in heads) or (heads is None and owners):
+            auto = registry.task(task).model_class().__name__.replace("AutoModel", "…")
+            needs = f"a {auto} model" if heads is not None else "another architecture"
+            held = f" (a '{owners[0]}' model)" if owners else ""
+            return (
+                f"{where}, but its {CONFIG} holds a {arch}{held}; task '{task}' needs {needs}. "
+                f"{fix}"
+            )
+    if registry.task(task).LABEL_KEY and isinstance(config.get("id2label"), dict):
+        head = config["id2label"]
+        names = [str(head.get(str(i), head.get(i))) for i in range(len(head))]
+        labels = manifest.labels
+        if len(names) != len(labels):
+            return (
+                f"{where} with {len(labels)} labels, but the head in its {CONFIG} has "
+                f"{len(names)} (id2label); {fix}"
+            )
+        for i, (name, label) in enumerate(zip(names, labels, strict=True)):
+            if name != label:
+                return (
+                    f"{where} with label {i} '{label}', but the head in its {CONFIG} calls "
+                    f"label {i} '{name}' (id2label); {fix}"
+                )
+    return None
 
 
 def unverifiable(manifest: Manifest) -> str | None:
@@ -159,8 +253,9 @@ def unverifiable(manifest: Manifest) -> str | None:
     if not files:
         return f"lists no files ('files' is {'empty' if 'files' in manifest else 'missing'})"
     missing = [] if CONFIG in files else [CONFIG]
-    if not any(name in files for name in WEIGHTS):
-        missing.append(" or ".join(WEIGHTS))
+    weights = (HEAD,) if manifest.encoder else WEIGHTS  # a task folder: the encoder is shared
+    if not any(name in files for name in weights):
+        missing.append(" or ".join(weights))
     missing += [
         a["path"] for a in manifest.artifacts.values() if a.get("path") and a["path"] not in files
     ]
@@ -168,9 +263,12 @@ def unverifiable(manifest: Manifest) -> str | None:
 
 
 def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
-    """The bundle's manifest; with `verify`, every file it lists is checked against its sha256,
-    and a manifest that does not list the config, the weights and the ONNX artifacts is a
-    damaged bundle (tampered weights would otherwise load unchecked)."""
+    """The bundle's manifest, checked against the bundle's config.json (`contradiction`);
+    with `verify`, also its own content against its `manifest_sha256` (a bundle without one,
+    written before it existed, is checked for consistency only) and every file it lists
+    against its sha256, and a manifest that does not list the config, the weights (a task
+    folder of a multi-task bundle: its head) and the ONNX artifacts is a damaged bundle
+    (tampered weights would otherwise load unchecked)."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if bundle.is_file():
@@ -191,6 +289,9 @@ def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged") from None
     manifest = validate(data, path)
+    contradicted = contradiction(bundle, manifest)
+    if contradicted:
+        raise BundleError(contradicted)
     if verify:
         unlisted = unverifiable(manifest)
         if unlisted:
@@ -198,6 +299,12 @@ def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
                 f"bundle {bundle}: its {MANIFEST} {unlisted}, so what loads cannot be checked "
                 "against what was written; the bundle is damaged. Re-create it (graft train), or "
                 "load it with verify=False if you trust where it came from"
+            )
+        if manifest.manifest_sha256 is not None and digest(data) != manifest.manifest_sha256:
+            raise BundleError(
+                f"bundle {bundle}: its {MANIFEST} changed after the bundle was written (its "
+                f"content does not match its {DIGEST}); restore it or re-create the bundle "
+                "(graft train), or load with verify=False if you changed it on purpose"
             )
         for rel, expected in manifest.files.items():
             file = bundle / rel
