@@ -108,6 +108,40 @@ def test_input_lines_are_texts_or_qa_pairs_and_a_bad_one_is_located(tmp_path):
         list(iter_texts(inputs))
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (
+            ["--question", "Who?", "--context", " "],
+            "--context is empty or only whitespace; there is no text to take the answer from",
+        ),
+        (
+            ["--question", "\u200b", "--context", "Ann."],
+            "--question is empty or only whitespace; there is nothing to look for in the context",
+        ),
+    ],
+)
+def test_a_blank_qa_flag_is_refused_naming_the_flag_before_loading(tmp_path, flags, expected):
+    missing = tmp_path / "no-bundle"  # refused before the bundle is looked for
+    result = runner.invoke(app, ["predict", str(missing), *flags])
+    assert result.exit_code != 0 and expected in str(result.exception)
+    assert "None" not in str(result.exception) and "confident label" not in str(result.exception)
+
+
+def test_a_blank_qa_part_of_an_input_line_is_refused_naming_the_line_and_part(tmp_path):
+    inputs = tmp_path / "q.jsonl"
+    inputs.write_text(
+        '{"question": "Who?", "context": "Ann."}\n\n{"question": "Who?", "context": ""}\n'
+    )
+    for extra in ([], ["--output", str(tmp_path / "out.jsonl")]):
+        result = runner.invoke(
+            app, ["predict", str(tmp_path / "nb"), "--input", str(inputs), *extra]
+        )
+        assert f"--input {inputs}, line 3: the context is empty or only whitespace" in str(
+            result.exception
+        )
+
+
 def test_predict_input_jsonl_with_a_byte_order_mark_is_read(bundle, tmp_path):
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8-sig")

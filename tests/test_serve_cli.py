@@ -78,7 +78,7 @@ def test_blank_texts_are_refused_by_predict_naming_where_they_are(
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"text": "one"}\n{"text": ""}\n')
     status, stderr = graft(monkeypatch, capsys, "predict", str(bundle), "x", "--input", str(inputs))
-    assert status == 2 and "text 2 is empty" in " ".join(stderr.split())
+    assert status == 2 and "line 2: the text is empty" in " ".join(stderr.split())
     with pytest.raises(GraftError, match=r"texts\[1\] is empty or only whitespace"):
         load(bundle).predict(["a fine film", "\u200b"])
 

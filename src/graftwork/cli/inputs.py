@@ -28,17 +28,11 @@ ADAPTER = typer.Option(
 TASK = typer.Option(None, "--task", help="Multi-task bundles: which task (default: the first).")
 
 
-def read_texts(path: Path) -> list[str | dict]:
-    """The texts of an --input file: one a line, or JSON lines with a 'text' string (UTF-8,
-    with or without a byte-order mark); for extractive QA, JSON lines of question and context
-    give {question, context} objects."""
-    return [text for _, text in iter_texts(path)]
-
-
 def iter_texts(path: Path, key: str = "text") -> Iterator[tuple[int, str | dict]]:
-    """`read_texts` one at a time, with each text's line number (blank lines are passed over);
-    the file is read as they are taken. JSON lines give their `key` string ("text"; `graft
-    generate` reads "prompt"); only "text" lines may instead hold a question and context."""
+    """The texts of an --input file, each with its line number (blank lines are passed over),
+    read as they are taken: one a line, or JSON lines with a `key` string ("text"; `graft
+    generate` reads "prompt"), UTF-8 with or without a byte-order mark; only "text" lines may
+    instead hold a question and context (extractive QA: {question, context} objects)."""
     if path.is_dir():
         raise GraftError(f"--input {path} is a folder; give a file with one {key} a line")
     if not path.is_file():

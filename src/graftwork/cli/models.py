@@ -15,9 +15,10 @@ import typer
 
 from graftwork.bundle import read_manifest
 from graftwork.cli import render
-from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, iter_texts, read_texts
+from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, iter_texts
+from graftwork.data.blank import blank_field, blank_message
 from graftwork.errors import GraftError
-from graftwork.inference.predictor import EMPTY, blank_text, load
+from graftwork.inference.predictor import load
 
 
 def evaluate(
@@ -77,20 +78,17 @@ def predict(
             raise GraftError("--output streams an --input file: give --input FILE and no texts")
         _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task)
         return
-    items: list = list(texts or [])
+    # each input with where its user gave it, so that a blank one is refused saying so
+    named: list = [(f"text {i}", text) for i, text in enumerate(texts or [], start=1)]
     if question is not None:
-        items.append({"question": question, "context": context})
+        named.append(("", {"question": question, "context": context}))
     if input is not None:
-        items += read_texts(input)
-    if not items:
+        named += [(f"--input {input}, line {n}", text) for n, text in iter_texts(input)]
+    if not named:
         raise GraftError("nothing to predict: give texts as arguments or --input FILE")
-    index = blank_text(items)  # refused before the bundle is loaded, saying where it came from
-    if index is not None:
-        given = len(texts or [])
-        where = (
-            f"text {index + 1}" if index < given else f"--input {input}: text {index - given + 1}"
-        )
-        raise GraftError(f"{where} {EMPTY}")
+    for where, item in named:  # refused before the bundle is loaded
+        _refuse_blank(where, item)
+    items = [item for _, item in named]
     predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     answers = predictor.predict(items, top_k=top_k, batch_size=batch_size)
     render.json_lines(
@@ -106,8 +104,7 @@ def _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter,
 
     total = 0
     for number, text in iter_texts(input):
-        if blank_text([text]) is not None:
-            raise GraftError(f"--input {input}, line {number}: the text {EMPTY}")
+        _refuse_blank(f"--input {input}, line {number}", text)
         total += 1
     predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
     with render.counter("predict", total) as advance:
@@ -121,6 +118,19 @@ def _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter,
             on_progress=advance,
         )
     render.streamed(output, done)
+
+
+def _refuse_blank(where: str, item) -> None:
+    """A blank input, named as given: "text 2", "--context", "--input F, line 3: the question"
+    (`where` is "" for the --question/--context pair)."""
+    field = blank_field(item)
+    if field is None:
+        return
+    if not where:
+        where = f"--{field}"
+    elif field != "text" or where.startswith("--input"):
+        where = f"{where}: the {field}"
+    raise GraftError(blank_message(where, field))
 
 
 def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):

@@ -10,13 +10,12 @@ active (default: the one it was trained with; the bundle's method selects and lo
 `graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
 (default: the first; `graftwork.bundle.tasks`). A text with nothing to read (empty, only
 whitespace or invisible characters) is refused, here, in `graft predict` and in the server
-(`blank_text`): a model would answer it with a confident label. Loading prints nothing
+(`data.blank`): a model would answer it all the same. Loading prints nothing
 (`backbones.quiet`).
 """
 
 from __future__ import annotations
 
-import unicodedata
 from pathlib import Path
 
 import torch
@@ -28,29 +27,15 @@ from graftwork.bundle import read_manifest
 from graftwork.bundle.tasks import task_folder
 from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data import windows
+from graftwork.data.blank import NEEDS, blank_part, blank_text  # blank_text: serve imports it here
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError, GraftError
 from graftwork.inference.forward import evaluate_examples, predict_examples
 
 Backend = str  # "auto" or a name in graftwork.registry.BACKENDS (or an alias)
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
-# what a text with nothing to read is: spaces, line breaks, controls, invisible formatting
-BLANK = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
-EMPTY = (
-    "is empty or only whitespace, which a model would still answer with a confident label; "
-    "remove it or give it text"
-)
-
-
-def blank_text(texts: list) -> int | None:
-    """The index of the first text with nothing to read (of a QA {question, context} pair:
-    either part), or None."""
-    for index, text in enumerate(texts):
-        for part in text.values() if isinstance(text, dict) else [text]:
-            rest = str(part).strip()
-            if not rest or all(unicodedata.category(c) in BLANK for c in rest):
-                return index
-    return None
+# the end of "inputs[3] …" for a blank text (`data.blank.blank_message` words the others)
+EMPTY = f"is empty or only whitespace; {NEEDS['text']}"
 
 
 class Predictor:
@@ -134,7 +119,7 @@ class Predictor:
         logits (classification; NER reads each word from its best window)."""
         index = blank_text(texts)
         if index is not None:
-            raise GraftError(f"texts[{index}] {EMPTY}")
+            raise GraftError(blank_part(f"texts[{index}]", texts[index]))
         examples = [self.task.from_text(t, self.task_config) for t in texts]
         return predict_examples(
             self.forward,
