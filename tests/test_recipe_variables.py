@@ -54,6 +54,17 @@ def test_tracking_fields_are_expanded_where_used_and_kept_as_written(tmp_path, m
     assert "hunter2" not in recipe.model_dump_json()
 
 
+def test_a_whole_section_is_expanded_as_a_copy_for_the_code_that_uses_it(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HOST_X", "tracker.example")
+    monkeypatch.setenv("TEAM_X", "nlp")
+    overrides = ["tracking.mlflow.uri=http://${MLFLOW_HOST_X}:5000", "tracking.group=$TEAM_X"]
+    recipe = load_recipe({}, overrides)
+    live = recipe.expanded("tracking")
+    assert live.mlflow.uri == "http://tracker.example:5000" and live.group == "nlp"
+    assert live.mlflow.log_model is True  # the section's other fields kept
+    assert recipe.tracking.mlflow.uri == "http://${MLFLOW_HOST_X}:5000"
+
+
 def test_graft_data_has_a_default_and_is_never_refused(monkeypatch):
     monkeypatch.delenv("GRAFT_DATA", raising=False)
     recipe = load_recipe({}, ["data.train=${GRAFT_DATA}/sst2/train.tsv"])

@@ -60,6 +60,7 @@ from graftwork.config.variables import (  # noqa: F401  (data_root re-exported)
     VARIABLE,
     data_root,
     expand,
+    expand_all,
     unset_message,
     unset_variables,
     variable_value,
@@ -103,18 +104,13 @@ class RecipeBase(_Section):
         return Path(self.output_dir) / self.name
 
     def expanded(self, field: str) -> Any:
-        """The value of the dotted `field` (e.g. "tracking.mlflow.uri") with its variables
-        expanded (`expand`; a mapping's values too): for using it, never for showing it."""
+        """The value of the dotted `field` with its variables expanded (`expand_all`): a text
+        ("tracking.mlflow.uri") or a whole section ("tracking.mlflow", a copy). For using the
+        value, never for showing or saving it."""
         value: Any = self
         for part in field.split("."):
             value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-        if isinstance(value, str):
-            return expand(value, field)
-        if isinstance(value, dict):
-            return {
-                k: expand(v, f"{field}.{k}") if isinstance(v, str) else v for k, v in value.items()
-            }
-        return value
+        return expand_all(value, field)
 
     def resolve_path(self, raw: str) -> Path:
         """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd (an

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 from graftwork.errors import RecipeError
 
@@ -37,6 +40,22 @@ def expand(raw: str, field: str) -> str:
     if unset:
         raise RecipeError(unset_message(field, unset[0]))
     return VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or "", raw)
+
+
+def expand_all(value: Any, field: str) -> Any:
+    """`value` with every text in it expanded (`expand`; in mappings, lists and sections, whose
+    copies keep their other fields), an unset variable named by its dotted field."""
+    if isinstance(value, str):
+        return expand(value, field)
+    if isinstance(value, dict):
+        return {k: expand_all(v, f"{field}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(expand_all(v, f"{field}.{i}") for i, v in enumerate(value))
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields.items()
+        update = {n: expand_all(getattr(value, n), f"{field}.{f.alias or n}") for n, f in fields}
+        return value.model_copy(update=update)
+    return value
 
 
 def unset_message(field: str, name: str) -> str:
