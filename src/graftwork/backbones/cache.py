@@ -5,8 +5,9 @@ The cache is `$GRAFT_CACHE` (default `~/.cache/graftwork`); the GGUF backbones
 encoder-decoders (`backbones.warmstart`, under `warmstart/`) live there, one folder per key.
 
 `converted` returns the folder for a key, building it on first use. The build holds an
-exclusive lock on `.NAME.lock` beside the folder, writes into `.NAME.tmp`, writes the record
-(`converted.json`: what the folder was built from) last inside it, and renames it to `NAME`.
+exclusive lock on `.NAME.lock` beside the folder (`graftwork.locks`), writes into `.NAME.tmp`,
+writes the record (`converted.json`: what the folder was built from) last inside it, and
+renames it to `NAME`.
 A folder is used only when its record is the one asked for: a stale one (built from another
 source) or one without a record is built again, and the old folder is first renamed out of
 the way, so a half-deleted folder is never used either. A second process waits on the lock
@@ -16,13 +17,13 @@ the next build (holding the lock, so no one else is writing it) removes.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from graftwork import locks
 from graftwork.errors import BackboneError
 
 CACHE_ENV = "GRAFT_CACHE"
@@ -60,14 +61,13 @@ def converted(
         return final
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(final.with_name(f".{final.name}.lock"), "w")  # noqa: SIM115 (held below)
+        lock = locks.take(final.with_name(f".{final.name}.lock"))
     except OSError as exc:
         raise BackboneError(
             f"cannot write the backbone cache {final.parent} for {what} ({exc.strerror}); set "
             f"{CACHE_ENV} to a writable folder"
         ) from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
         if finished(final, record):  # another process made it while we waited
             return final
         tmp = final.with_name(f".{final.name}.tmp")
@@ -88,4 +88,6 @@ def converted(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
+    finally:
+        locks.release(lock)
     return final

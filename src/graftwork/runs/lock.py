@@ -1,10 +1,10 @@
 """One run at a time in a run folder: an exclusive lock, held for the whole run.
 
 Two runs writing one folder at once delete each other's checkpoints and mix their train.log.
-So a run takes `fcntl.flock` on `RUN_FOLDER/.graft.lock` without waiting, and a second run in
-the same folder is refused at once with the folder and the first one's pid. The kernel drops
-the lock when its process ends, however it ends (kill -9 included): a killed run never blocks
-the next one, and the lock file (which stays) means nothing on its own.
+So a run locks `RUN_FOLDER/.graft.lock` (`graftwork.locks`, an flock) without waiting, and a
+second run in the same folder is refused at once with the folder and the first one's pid. The
+kernel drops the lock when its process ends, however it ends (kill -9 included): a killed run
+never blocks the next one, and the lock file (which stays) means nothing on its own.
 
 In a data-parallel run only the main process writes the folder, so only it locks; it tells
 the other processes whether it got the lock, and all of them stop together when it did not.
@@ -21,12 +21,11 @@ there two machines can still run in one folder.
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import os
 from contextvars import ContextVar
 from pathlib import Path
 
+from graftwork import locks
 from graftwork.errors import GraftError
 
 LOCK_FILE = ".graft.lock"
@@ -78,19 +77,13 @@ def acquire(run_dir: Path) -> None:
     if folder in _held:  # this process runs there already (a stage inside the run)
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: held by another run
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
+    fd = locks.take(folder / LOCK_FILE, wait=False)
+    if fd is None:  # held by another run
         raise GraftError(
-            f"run folder {run_dir} is in use by another run (pid {holder}), which holds "
-            f"{LOCK_FILE} there; wait for it to finish or stop it, or give this run its own "
-            "folder (name=… or output_dir=…)"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            f"run folder {run_dir} is in use by another run (pid "
+            f"{locks.holder(folder / LOCK_FILE)}), which holds {LOCK_FILE} there; wait for it "
+            "to finish or stop it, or give this run its own folder (name=… or output_dir=…)"
+        )
     _held[folder] = fd
     span = _span.get()
     if span is not None:
@@ -101,4 +94,4 @@ def release(run_dir: Path) -> None:
     """Give up this process's lock on `run_dir` (nothing if it holds none)."""
     fd = _held.pop(Path(run_dir).resolve(), None)
     if fd is not None:
-        os.close(fd)  # closing the file drops the flock
+        locks.release(fd)
