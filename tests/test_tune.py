@@ -16,10 +16,11 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from conftest import DATA, head, tiny_recipe
 from graftwork.config.recipe import load_recipe
-from graftwork.errors import RecipeError
+from graftwork.errors import GraftError, RecipeError
 from graftwork.runs import tune as tuning
 from graftwork.runs.space import read_space
 from test_resume_and_parallel import write_recipe
+from test_select import graft_main
 
 SPACE = {
     "train.lr": {"low": 1e-3, "high": 3e-2, "log": True},
@@ -169,8 +170,9 @@ def test_two_workers_share_one_study(files, tmp_path):
     assert all(w.returncode == 0 for w in workers), outputs
     study = optuna.load_study(study_name="tiny-tune", storage=storage)
     numbers = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert 4 <= len(numbers) <= 5  # two trials may finish together past the fourth
-    assert len(numbers) == len(set(numbers))
+    assert len(numbers) == 4  # the budget holds across workers
+    written = json.loads((tmp_path / "tiny-tune" / "tune.json").read_text())
+    assert written["counts"]["complete"] == 4  # the last report holds every worker's trials
     ran = {
         line.split()[1]
         for out in outputs
@@ -178,6 +180,51 @@ def test_two_workers_share_one_study(files, tmp_path):
         if line.startswith("tune: trial-") and "eval" not in line
     }
     assert len(ran) == len(numbers)  # each trial ran in one worker only
+
+
+def test_trials_running_in_another_worker_take_their_place_in_the_budget(files, tmp_path):
+    recipe, space = files
+    storage = f"sqlite:///{tmp_path}/tune.db"
+    tuning.tune(recipe, space, 2, storage=storage, pruner="none")
+    elsewhere = optuna.load_study(study_name="tiny-tune", storage=storage).ask()  # running
+    summary = tuning.tune(recipe, space, 3, storage=storage, pruner="none")
+    assert [(r["number"], r["state"]) for r in summary["trials"]] == [
+        (0, "complete"),
+        (1, "complete"),
+        (elsewhere.number, "running"),
+    ]
+    assert not (tmp_path / "tiny-tune" / "trial-0003").exists()
+
+
+def test_a_trial_asked_together_with_another_workers_last_one_is_not_run(
+    files, tmp_path, monkeypatch
+):
+    recipe, space = files
+    storage = f"sqlite:///{tmp_path}/tune.db"
+    ask = optuna.study.Study.ask
+    other = []
+
+    def together(study, *args, **kwargs):  # another worker asks the same instant, first
+        if not other:
+            other.append(ask(optuna.load_study(study_name="tiny-tune", storage=storage)))
+        return ask(study, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "ask", together)
+    summary = tuning.tune(recipe, space, 1, storage=storage, pruner="none")
+    assert [(r["number"], r["state"]) for r in summary["trials"]] == [(0, "running")]
+    assert not (tmp_path / "tiny-tune" / "trial-0001").exists()
+    stored = optuna.load_study(study_name="tiny-tune", storage=storage).trials
+    assert stored[1].user_attrs["surplus"] and not stored[1].params
+
+
+def test_a_storage_that_cannot_be_written_is_one_line(files, monkeypatch, capsys):
+    recipe, space = files
+    args = ["tune", str(recipe), "--space", str(space), "--trials", "1"]
+    status, said = graft_main(monkeypatch, capsys, *args, "--storage", "sqlite:////proc/x.db")
+    assert status == 2 and "Traceback" not in said
+    assert "--storage 'sqlite:////proc/x.db'" in said
+    with pytest.raises(GraftError, match="writable folder"):
+        tuning.tune(recipe, space, 1, storage="sqlite:////proc/x.db")
 
 
 @pytest.mark.slow

@@ -16,20 +16,24 @@ A study lives in `storage` (an Optuna RDB URL such as sqlite:///tune.db; default
 With storage the same command continues an interrupted study until N trials have finished
 (complete or pruned) in all, and several processes or machines started on one database share
 the work (Optuna's own way of scaling out); a trial whose worker died is found by Optuna's
-heartbeat and run again. The sampler's seed is the recipe's train.seed plus the number of
-times the study was opened before, so a resumed study or a second worker does not replay the
-first one's points.
+heartbeat and run again. The budget of N holds across workers: before each trial a worker
+counts the study's finished and running trials (all workers') and stops at N, and a trial
+asked in the same instant as another's, beyond the N before it, is not run (it is recorded as
+failed with user attribute `surplus` and left out of the outputs). The sampler's seed is the
+recipe's train.seed plus the number of times the study was opened before, so a resumed study
+or a second worker does not replay the first one's points.
 
 Outputs in OUTPUT_DIR/STUDY: tune.json (every trial: state, value, values, seconds, examples
 seen, run folder; the best; what pruning saved), best.yaml (the recipe with the best trial's
-values, written atomically) and report.html (`runs.tune_report`). With a recipe `tracking:`
+values) and report.html (`runs.tune_report`), one set per study: each worker writes them when
+it stops, atomically, under the study folder's lock and from the storage (which holds every
+worker's trials), so the last one written holds them all. With a recipe `tracking:`
 section every trial's run is recorded and nested under one parent run per study.
 Left out: several objectives at once, and conditional spaces.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import time
@@ -39,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from graftwork import registry, track
+from graftwork import locks, registry, track
 from graftwork.bundle import atomic
 from graftwork.config.base import NAME
 from graftwork.config.overrides import merge, parse_overrides
@@ -55,10 +59,16 @@ log = logging.getLogger("graftwork")
 PRUNERS = ("median", "hyperband", "none")
 SQLITE = "sqlite:///"
 HEARTBEAT_SECONDS = 60  # a running trial's heartbeat; one silent for 3 of them is retried
+LOCK = ".tune.lock"  # in the study folder: one worker at a time writes the outputs
+SURPLUS = "surplus"  # user attribute of a trial asked beyond the budget (not run)
 
 
 class Pruned(track.Stopped):
     """The pruner stopped this trial's run at an evaluation."""
+
+
+class Surplus(Exception):  # noqa: N818  (not an error: the trial is not run)
+    """A trial asked while the budget was already taken by other workers' trials."""
 
 
 def make_pruner(name: str):
@@ -131,19 +141,36 @@ def _first_opener(storage: str | None):
         yield
         return
     path = Path(storage[len(SQLITE) :])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(held, fcntl.LOCK_UN)
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = locks.take(lock)
+    except OSError as exc:
+        raise GraftError(
+            f"--storage {storage!r}: cannot write {lock} beside the database "
+            f"({exc.strerror or exc}); give a SQLite file in a writable folder, e.g. "
+            "sqlite:///tune.db"
+        ) from None
+    try:
+        yield
+    finally:
+        locks.release(fd)
 
 
 def finished(study) -> list:
     from optuna.trial import TrialState
 
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def budgeted(study, before: int | None = None) -> list:
+    """The trials that take a place in the budget: finished (complete, pruned) or running, in
+    every worker; with `before`, only those numbered below it."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    found = study.get_trials(deepcopy=False, states=states)
+    return [t for t in found if before is None or t.number < before]
 
 
 def tune(
@@ -181,7 +208,18 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(study_name, storage, pruner, space, recipe.train.seed)
     headline = registry.task(recipe.task.type).HEADLINE
-    todo = trials - len(finished(study))
+    if storage:  # a trial of a worker that died is failed (and retried) before counting
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    todo = trials - len(budgeted(study))
+    if todo <= 0 < trials - len(finished(study)):
+        log.info(
+            "tune: study %s: its other trials run in other workers (or in one that died "
+            "in the last %d s: run again later to retry it)",
+            study_name,
+            3 * HEARTBEAT_SECONDS,
+        )
     params = {
         "tune.trials": trials,
         "tune.pruner": pruner,
@@ -193,15 +231,18 @@ def tune(
             study.set_user_attr("mlflow_parent_run", grouped.run_id)
         if todo > 0:
             log.info("tune: study %s, %d trial(s) to run (%d asked)", study_name, todo, trials)
-            objective = _objective(recipe_path, overrides, space, study_dir, headline, grouped)
+            objective = _objective(
+                recipe_path, overrides, space, study_dir, headline, grouped, trials
+            )
             study.optimize(
                 objective,
                 n_trials=todo,
+                catch=(Surplus,),
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=_counted())],
             )
-        summary = summarise(study, headline, trials, recipe.train.epochs)
-        summary["folder"] = str(study_dir)
-        _write_outputs(study, study_dir, summary, recipe_path, overrides)
+        summary = _write_outputs(
+            study, study_dir, (headline, trials, recipe.train.epochs), recipe_path, overrides
+        )
         if summary["best"] is not None:
             grouped.tracker.metrics(
                 {
@@ -217,18 +258,25 @@ def tune(
 
 
 def _counted():
+    """The states MaxTrialsCallback counts: a worker stops when the finished trials and those
+    still running elsewhere fill the budget."""
     from optuna.trial import TrialState
 
-    return (TrialState.COMPLETE, TrialState.PRUNED)
+    return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
-def _objective(recipe_path, overrides, space, study_dir: Path, headline: str, grouped):
-    """Optuna's objective: one run per trial, pruned at its evaluations."""
+def _objective(recipe_path, overrides, space, study_dir: Path, headline: str, grouped, trials):
+    """Optuna's objective: one run per trial, pruned at its evaluations; a trial beyond the
+    `trials` numbered before it (asked together with another worker's) is not run."""
     import optuna
 
     base = load_recipe(recipe_path, overrides)
 
     def objective(trial) -> float:
+        if len(budgeted(trial.study, before=trial.number)) >= trials:
+            trial.set_user_attr(SURPLUS, True)
+            trial.study.stop()
+            raise Surplus(f"trial {trial.number}: the {trials} trials are taken; not run")
         values = {key: spec.suggest(trial, key) for key, spec in space.items()}
         name = f"trial-{trial.number:04d}"
         extra = [override(k, v) for k, v in values.items()]
@@ -274,6 +322,8 @@ def summarise(study, headline: str, asked: int, epochs: float) -> dict:
 
     rows = []
     for t in study.trials:
+        if t.user_attrs.get(SURPLUS):
+            continue
         rows.append(
             {
                 "number": t.number,
@@ -332,10 +382,17 @@ def best_recipe(recipe_path: Path, overrides: list[str], summary: dict) -> str:
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _write_outputs(study, study_dir: Path, summary: dict, recipe_path, overrides) -> None:
-    atomic.write_json(study_dir / "tune.json", summary)
-    if summary["best"] is not None:
-        atomic.write_text(
-            study_dir / "best.yaml", best_recipe(Path(recipe_path), overrides, summary)
-        )
-    write_tune_report(study_dir / "report.html", study, summary)
+def _write_outputs(study, study_dir: Path, asked: tuple, recipe_path, overrides) -> dict:
+    """tune.json, best.yaml and report.html of the study as its storage holds it now, written
+    under the study folder's lock (so the last worker to write has read every trial); the
+    summary. `asked`: the headline metric, the trials asked for, the recipe's epochs."""
+    with locks.held(study_dir / LOCK):
+        summary = summarise(study, *asked)
+        summary["folder"] = str(study_dir)
+        atomic.write_json(study_dir / "tune.json", summary)
+        if summary["best"] is not None:
+            atomic.write_text(
+                study_dir / "best.yaml", best_recipe(Path(recipe_path), overrides, summary)
+            )
+        write_tune_report(study_dir / "report.html", study, summary)
+    return summary
