@@ -16,7 +16,11 @@ from graftwork.data.text import iter_text_lines
 from graftwork.errors import GraftError
 from graftwork.serve.config import BACKEND_HELP
 
-OVERRIDES = typer.Argument(None, help="Recipe overrides as KEY=VALUE, e.g. train.epochs=2.")
+OVERRIDES = typer.Argument(
+    None,
+    help="Recipe overrides as KEY=VALUE, e.g. train.epochs=2; KEY=null removes a mapping (its "
+    "default applies), e.g. task.label_names=null.",
+)
 RESUME = typer.Option(False, "--resume", help="Continue from the run's last checkpoint.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Discard an unfinished run's checkpoint.")
 NPROC = typer.Option(1, "--nproc", min=1, help="Data-parallel processes (CPU: gloo; GPU: NCCL).")

@@ -43,7 +43,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
             raise RecipeError(
                 f"override {item!r}: the value is not a plain YAML value ({problem}); write a "
-                "number, a word, a quoted string or a list like [a, b]"
+                "number, a word, a quoted string, a list like [a, b], or null to remove a mapping"
             ) from None
     return out
 
