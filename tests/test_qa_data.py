@@ -1,5 +1,6 @@
-"""Extractive-QA data files refused for what is actually wrong with them: a negative offset, a
-JSON object that is not SQuAD JSON, a question too long for its window (named with its file)."""
+"""Extractive-QA data files refused for what is actually wrong with them: a shifted or negative
+offset, a JSON object that is not SQuAD JSON, a question too long for its window (named with its
+file)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,23 @@ from graftwork.tasks import qa
 from test_qa import GOOD, SQUAD, read, write
 
 
-def test_a_negative_answer_start_in_squad_json_is_named_with_its_question(tmp_path):
+@pytest.mark.parametrize(
+    ("start", "problem"),
+    [
+        (lambda start: start + 3, r"answers\[0\] .* is not inside its context at answer_start"),
+        (lambda start: -5, r"answers\[0\] .*: answer_start -5 is negative"),
+    ],
+    ids=["shifted", "negative"],
+)
+def test_a_bad_answer_start_in_squad_json_is_named_with_its_question(tmp_path, start, problem):
     doc = json.loads((SQUAD / "dev.json").read_text(encoding="utf-8"))
     doc["data"] = doc["data"][:1]
-    doc["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]["answer_start"] = -5
-    path = tmp_path / "negative.json"
+    answer = doc["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]
+    answer["answer_start"] = start(answer["answer_start"])
+    path = tmp_path / "edited.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(
-        DataError,
-        match=r"negative.json, data\[0\]\.paragraphs\[0\]\.qas\[1\] \(id .*\): "
-        r"answers\[0\] .*: answer_start -5 is negative",
-    ):
+    where = r"edited.json, data\[0\]\.paragraphs\[0\]\.qas\[1\] \(id .*\): "
+    with pytest.raises(DataError, match=where + problem):
         read(path)
 
 
