@@ -79,4 +79,4 @@ def test_expanding_an_unset_variable_where_it_is_used_names_the_field_not_a_valu
         expand("https://$SET_VAR_X@host/${NOT_SET_VAR_X}", "tracking.mlflow.uri")
     assert str(err.value).startswith("tracking.mlflow.uri: ${NOT_SET_VAR_X}")
     assert "hunter2" not in str(err.value)
-    assert expand("cost $5 and $$", "task.prefix") == "cost $5 and $$"
+    assert expand("cost $5, $$USD", "task.prefix") == "cost $5, $USD"  # $$: a $ itself

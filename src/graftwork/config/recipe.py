@@ -8,15 +8,16 @@ are errors that name the key and suggest the closest valid one. Method-specific 
 Every number must be finite (`.inf`/`.nan` are refused, in every section and every schema);
 a run's `name` is a folder name. Relative data paths are resolved against the recipe file's folder
 first, then the current directory; `${GRAFT_DATA}` (default: the `shared/data` folder beside the
-project) and other environment variables may be used in paths. The recipe keeps paths as written:
-variables are expanded only by `resolve_path`, so dumps (logs, metrics.json, the bundle manifest)
-never hold a value taken from the environment, and `show_path` names a path in messages the same
-way (with what it resolves to only for `${GRAFT_DATA}`, which is no secret).
+project) and other environment variables may be used in any field. The recipe keeps values as
+written: variables are expanded only where used (`resolve_path`, `expanded`), so dumps (logs,
+metrics.json, the bundle manifest) never hold a value taken from the environment, and
+`show_path` names a path in messages the same way (with what it resolves to only for
+`${GRAFT_DATA}`, which is no secret).
 
-One rule for variables, in every field: `${NAME}` (or `$NAME`) stands for the environment
-variable, and a variable that is not set is an error naming the field (`load_recipe` checks a
-recipe file and its overrides up front; `expand` checks again where a value is used). The
-fields keep what was written; whoever uses a value other than a path (a tracking URI, an
+One rule for variables, in every field (`graftwork.config.variables`): `${NAME}` (or `$NAME`)
+stands for the environment variable, `$$` for a `$`, and a variable that is not set is an error
+naming the field (`load_recipe` checks a recipe file and its overrides up front; `expand` checks
+again where a value is used). Whoever uses a value other than a path (a tracking URI, an
 experiment, a tag) takes it through `RecipeBase.expanded`, and messages show it as written.
 """
 
@@ -57,13 +58,12 @@ from graftwork.config.tracking import TrackingConfig
 from graftwork.config.train import TrainConfig  # noqa: F401  (re-exported)
 from graftwork.config.variables import (  # noqa: F401  (data_root re-exported)
     SHOWN_VARIABLES,
-    VARIABLE,
     data_root,
     expand,
     expand_all,
+    substitute,
     unset_message,
     unset_variables,
-    variable_value,
 )
 from graftwork.errors import RecipeError
 
@@ -115,9 +115,7 @@ class RecipeBase(_Section):
     def resolve_path(self, raw: str) -> Path:
         """A path named in the recipe: ${GRAFT_DATA} and env vars, then recipe folder, cwd (an
         unset variable stays as written, and the file is then missing under that name)."""
-        expanded = os.path.expanduser(
-            VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or m.group(0), raw)
-        )
+        expanded = os.path.expanduser(substitute(raw))
         path = Path(expanded)
         if not path.is_absolute() and self.source:
             beside = Path(self.source).parent / path

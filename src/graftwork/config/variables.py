@@ -1,9 +1,10 @@
 """Environment variables in recipe values: `${NAME}` or `$NAME`, one rule for every field.
 
-A variable stands for its value where the value is used (`expand`); one that is not set is an
-error naming the field and the variable, never a value. `GRAFT_DATA` has a default (`data_root`:
-the shared data beside the project) and is the only variable whose value messages may show.
-Left out: shell forms such as `${NAME:-default}` (a recipe gives its defaults as values).
+A variable stands for its value where the value is used (`expand`), `$$` for a `$` itself; one
+that is not set is an error naming the field and the variable, never a value. `GRAFT_DATA` has
+a default (`data_root`: the shared data beside the project) and is the only variable whose value
+messages may show. Left out: shell forms such as `${NAME:-default}` (a recipe gives its defaults
+as values).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from graftwork.errors import RecipeError
 
 # environment variables whose values messages may show (where the shared data lies)
 SHOWN_VARIABLES = {"GRAFT_DATA"}
-# `${NAME}` or `$NAME`: an environment variable in a recipe value
-VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
+# `${NAME}` or `$NAME`: an environment variable in a recipe value; `$$`: a `$` itself
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*)|\$)")
 
 
 def variable_value(name: str) -> str | None:
@@ -30,7 +31,22 @@ def variable_value(name: str) -> str | None:
 
 def unset_variables(raw: str) -> list[str]:
     """The variables `raw` names that are not set, in order."""
-    return [a or b for a, b in VARIABLE.findall(raw) if variable_value(a or b) is None]
+    names = [a or b for a, b in VARIABLE.findall(raw)]
+    return [name for name in names if name and variable_value(name) is None]
+
+
+def substitute(raw: str) -> str:
+    """`raw` with its set variables replaced by their values and `$$` by `$` (an unset variable
+    stays as written: `expand` refuses it)."""
+
+    def one(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name is None:
+            return "$"
+        value = variable_value(name)
+        return match.group(0) if value is None else value
+
+    return VARIABLE.sub(one, raw)
 
 
 def expand(raw: str, field: str) -> str:
@@ -39,7 +55,7 @@ def expand(raw: str, field: str) -> str:
     unset = unset_variables(raw)
     if unset:
         raise RecipeError(unset_message(field, unset[0]))
-    return VARIABLE.sub(lambda m: variable_value(m.group(1) or m.group(2)) or "", raw)
+    return substitute(raw)
 
 
 def expand_all(value: Any, field: str) -> Any:
@@ -61,7 +77,7 @@ def expand_all(value: Any, field: str) -> Any:
 def unset_message(field: str, name: str) -> str:
     return (
         f"{field}: ${{{name}}} names an environment variable that is not set; set it "
-        f"(export {name}=...) or write the value in the recipe"
+        f"(export {name}=...) or write the value in the recipe (a $ itself as $$)"
     )
 
 
