@@ -253,7 +253,8 @@ def unverifiable(manifest: Manifest) -> str | None:
     if not files:
         return f"lists no files ('files' is {'empty' if 'files' in manifest else 'missing'})"
     missing = [] if CONFIG in files else [CONFIG]
-    weights = (HEAD,) if manifest.encoder else WEIGHTS  # a task folder: the encoder is shared
+    # a task folder of a multi-task bundle holds its head; the root ('.') the shared encoder
+    weights = (HEAD,) if manifest.encoder not in (None, ".") else WEIGHTS
     if not any(name in files for name in weights):
         missing.append(" or ".join(weights))
     missing += [

@@ -1,15 +1,63 @@
-"""Multi-task bundles: the root folder is the first task, `tasks/NAME/` each other one.
+"""Multi-task bundles: one encoder on disk, the first task at the root, `tasks/NAME/` the others.
+
+The layout (written by `runs.multitask`):
+```
+BUNDLE/
+  graftwork.json       the first task's manifest, `multitask.tasks` (every task and its folder),
+                       `encoder: "."`, and the sha256 of every file below, task folders included
+  config.json          the first task's model: a standard Hugging Face folder, which
+  model.safetensors    `AutoModelFor….from_pretrained(BUNDLE)` loads without graftwork; its
+  tokenizer files      weights hold the encoder all tasks share, and the first task's head
+  tasks/NAME/
+    graftwork.json     the task's manifest, `multitask_of: "../.."`, `encoder: "../.."`
+    config.json        the task's model config (architecture, labels)
+    head.safetensors   the task's weights outside the encoder (its head) alone
+    tokenizer files    (the bundle's tokenizer, so the folder reads on its own)
+```
+Without graftwork, a task folder loads as its config's model built on the root's weights (which
+gives its head fresh weights) with its head then read in:
+`m = AutoModelForTokenClassification.from_pretrained(BUNDLE, config=AutoConfig.from_pretrained(
+BUNDLE/"tasks/ner"), ignore_mismatched_sizes=True)`, then
+`m.load_state_dict(safetensors.torch.load_file(BUNDLE/"tasks/ner/head.safetensors"),
+strict=False)`. `inference.multitask` loads it so, with the encoder once in memory for all
+tasks. Bundles written before the encoder was shared (each task folder a whole model, no
+`encoder` key) load as they did.
 
 `task_folder` finds one task's folder (for `graftwork.load(bundle, task=…)`); `expand` turns a
-serve spec naming a multi-task bundle into one spec per task. Written by `runs.multitask`.
+serve spec naming a multi-task bundle into one spec per task; `save_head` writes a task
+folder's model part.
+
+Left out: sharing between bundles (two bundles trained apart hold two encoders), and tokenizers
+shared on disk (a tokenizer is small beside an encoder).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
-from graftwork.bundle.manifest import MANIFEST, Manifest, read_manifest
+from graftwork.bundle.manifest import HEAD, MANIFEST, Manifest, read_manifest
 from graftwork.errors import BundleError
+
+
+def head_state(model) -> dict:
+    """A task model's weights outside its encoder (`base_model_prefix`): its head."""
+    prefix = f"{model.base_model_prefix}."
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+
+
+def save_head(model, folder: Path) -> None:
+    """A multi-task task folder's model part: the model's config and its head's weights alone
+    (`head.safetensors`); the encoder's weights are the root's."""
+    from safetensors.torch import save_file  # torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__]  # as save_pretrained records it
+    config.save_pretrained(str(folder))
+    head = {k: v.detach().contiguous().cpu() for k, v in head_state(model).items()}
+    save_file(head, str(folder / HEAD), metadata={"format": "pt"})
 
 
 def parse_spec(spec: str) -> tuple[str | None, Path]:

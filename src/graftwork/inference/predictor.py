@@ -8,7 +8,8 @@ is a quarter of a window's text tokens), as the server reads it.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
 active (default: the one it was trained with; the bundle's method selects and loads it, see
 `graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
-(default: the first; `graftwork.bundle.tasks`). A text with nothing to read (empty, only
+(default: the first; `graftwork.bundle.tasks`), all on one encoder in memory
+(`inference.multitask`). A text with nothing to read (empty, only
 whitespace or invisible characters) is refused, here, in `graft predict` and in the server
 (`data.blank`): a model would answer it all the same. Loading prints nothing
 (`backbones.quiet`).
@@ -31,6 +32,7 @@ from graftwork.data.blank import NEEDS, blank_part, blank_text  # blank_text: se
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError, GraftError
 from graftwork.inference.forward import evaluate_examples, predict_examples
+from graftwork.inference.multitask import task_model
 
 Backend = str  # "auto" or a name in graftwork.registry.BACKENDS (or an alias)
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
@@ -54,6 +56,8 @@ class Predictor:
         if task is not None:  # multi-task bundles: one task's folder, which verifies itself
             self.path = task_folder(self.path, read_manifest(self.path, verify=False), task)
         manifest = read_manifest(self.path, verify=verify)
+        if verify and manifest.encoder not in (None, "."):  # the shared encoder: the root's
+            read_manifest(self.path / manifest.encoder, verify=True)  # files cover it and us
         if manifest.task not in registry.TASKS:
             raise BundleError(
                 f"{self.path} holds a {manifest.task!r} backbone, not a task model "
@@ -97,7 +101,10 @@ class Predictor:
     def model(self):
         """The PyTorch model (loaded on first use when an ONNX backend serves predictions)."""
         if self._model is None:
-            model = self.method.load(self.task.model_class(), self.path, self.adapter)
+            if self.manifest.encoder is not None:  # a task of a multi-task bundle
+                model = task_model(self.task.model_class(), self.path, self.manifest)
+            else:
+                model = self.method.load(self.task.model_class(), self.path, self.adapter)
             self._model = apply_pruning(model, self.manifest).eval()  # no-op unless pruned
         return self._model
 

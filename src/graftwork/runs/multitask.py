@@ -10,15 +10,16 @@ T=∞), from a generator seeded by (seed, epoch), so resume rebuilds the same se
 is as many batches as all tasks' batches together; a task drawn more often than it has batches
 starts another pass over its examples.
 
-The bundle: its root is the first task's model (a standard Hugging Face folder, as for a single
-task), `tasks/NAME/` holds every other task as a complete bundle of its own (its head with the
-shared encoder, tokenizer, manifest), and the root manifest lists all tasks with their metrics.
+The bundle stores the shared encoder once: its root is the first task's model (a standard
+Hugging Face folder, as for a single task: the encoder and the first head), `tasks/NAME/` holds
+every other task's config, head weights alone (`head.safetensors`), tokenizer and manifest, and
+the root manifest lists all tasks with their metrics (the layout: `graftwork.bundle.tasks`).
 `graftwork.load(bundle, task=NAME)` (CLI `--task`) picks one; `graft serve BUNDLE` serves every
-task, named `BUNDLE-NAME-TASK`.
+task, named `BUNDLE-NAME-TASK`, all on one encoder in memory (`inference.multitask`).
 
 Leaves out: methods other than `full` (LoRA/adapters per task would need per-task adapter
 switching inside one step), multi-process training (the loss routes through task models
-directly, outside DDP), and storing the shared encoder once (each task folder is standalone).
+directly, outside DDP).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from graftwork.backbones import load as backbones
 from graftwork.bundle import write_manifest
+from graftwork.bundle.tasks import save_head
 from graftwork.config.recipe import MultiTaskConfig
 from graftwork.errors import GraftError, RecipeError
 from graftwork.methods import count_parameters
@@ -184,6 +186,7 @@ def train(recipe, accelerator, resume: bool = False, on_eval=None):
         on_eval=on_eval,
         manifest_extra={
             **model_manifest(subs[names[0]], first.labels),  # the root is the first task
+            "encoder": ".",  # and holds the encoder every task shares (bundle.tasks)
             "multitask": {
                 "tasks": {
                     n: {"type": subs[n].task.type, "path": "." if i == 0 else f"{TASKS_DIR}/{n}"}
@@ -198,12 +201,13 @@ def train(recipe, accelerator, resume: bool = False, on_eval=None):
 
 
 def write_tasks(names, splits, subs, container, out_dir: Path):
-    """The bundle writer for `train_and_save`: other tasks under tasks/, the first at the root."""
+    """The bundle writer for `train_and_save`: other tasks under tasks/ (each its head alone),
+    the first at the root (the whole model: the shared encoder and its head)."""
     for name in names[1:]:
         folder = Path(out_dir) / TASKS_DIR / name
-        container.heads[name].save_pretrained(str(folder), safe_serialization=True)
+        save_head(container.heads[name], folder)
         splits[name].tokenizer.save_pretrained(str(folder))
         sub = subs[name]
         manifest = model_manifest(sub, splits[name].labels, name=f"{sub.name}-{name}")
-        write_manifest(folder, {**manifest, "multitask_of": "../.."})
+        write_manifest(folder, {**manifest, "multitask_of": "../..", "encoder": "../.."})
     return container.heads[names[0]]

@@ -16,6 +16,10 @@ otherwise be taken, and hold the model past its timeout.
 predictor's backend (`Predictor.forward`: PyTorch, ONNX or INT8 ONNX, whichever the bundle
 and `--backend` choose), the same forward passes as `graft predict` and `graft eval`.
 
+A multi-task bundle is served as one model per task (`bundle.tasks.expand`), each with its own
+batcher, all on the bundle's one encoder in memory (`inference.multitask` hands every task of a
+bundle the same encoder module).
+
 Left out: HTTP (app.py) and batching policy (batcher.py).
 """
 
@@ -190,7 +194,8 @@ def serving_threads() -> int:
 
 
 def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
-    """Load each bundle, named NAME=, else by its manifest's name, else by its folder."""
+    """Load each bundle, named NAME=, else by its manifest's name, else by its folder; each
+    task of a multi-task bundle as a model of its own, the tasks on one shared encoder."""
     models: list[ServedModel] = []
     threads = config.threads or serving_threads()
     for spec in expand(specs):  # a multi-task bundle serves each task
