@@ -26,10 +26,11 @@ import statistics
 import time
 from pathlib import Path
 
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.config.recipe import data_root
 from graftwork.machine import cpu_name
 from graftwork.runs.augment import augment_recipe, generator_translator
-from graftwork.runs.finetune import quiet_libraries, train
+from graftwork.runs.finetune import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

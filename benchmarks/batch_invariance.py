@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 import graftwork
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.data.batching import collate
 from graftwork.data.readers import read_examples
 from graftwork.inference.forward import logits_for
 from graftwork.inference.onnx import onnx_forward, rowwise_forward, session
 from graftwork.machine import cpu_name
-from graftwork.runs.finetune import quiet_libraries
 from graftwork.tasks.base import headline
 
 

@@ -25,11 +25,11 @@ import torch
 import graftwork
 from graftwork import registry
 from graftwork.backbones import load as backbones
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.config.recipe import load_recipe
 from graftwork.data.readers import read_examples
 from graftwork.inference.forward import evaluate_examples, task_forward
 from graftwork.machine import cpu_name
-from graftwork.runs.finetune import quiet_libraries
 
 KEYS = ("bleu", "chrf", "perplexity", "examples")
 

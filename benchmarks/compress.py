@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.machine import cpu_name
 from graftwork.runs.compress import measure
-from graftwork.runs.finetune import quiet_libraries
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ import time
 
 import torch
 
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.config.recipe import data_root
 from graftwork.inference.generate import load_generator
 from graftwork.machine import cpu_name
-from graftwork.runs.finetune import quiet_libraries
 
 INSTRUCTION = "Translate the following English sentence into German.\n"
 

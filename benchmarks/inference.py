@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 import graftwork
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.data.readers import read_examples
 from graftwork.machine import cpu_name
-from graftwork.runs.finetune import quiet_libraries
 
 
 def timed(fn, repeats: int):

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 import graftwork
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.machine import cpu_name
-from graftwork.runs.finetune import quiet_libraries
 
 
 def texts_of(path: Path) -> list[str]:

@@ -27,7 +27,7 @@ from graftwork.data.readers import read_examples
 from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.machine import cpu_name
 from graftwork.methods import count_parameters
-from graftwork.runs.finetune import setup_logging
+from graftwork.runs.lifecycle import setup_logging
 from graftwork.runs.prune import prune_bundle
 
 

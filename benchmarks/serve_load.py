@@ -73,8 +73,8 @@ def naive_server(bundle: Path, threads: int | None, backend: str) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from graftwork.backbones.quiet import quiet_libraries
     from graftwork.inference.predictor import load
-    from graftwork.runs.finetune import quiet_libraries
     from graftwork.serve import listen
 
     quiet_libraries()

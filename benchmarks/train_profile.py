@@ -19,6 +19,8 @@ import torch
 from torch.autograd.profiler import record_function
 
 import graftwork.runs.finetune as finetune
+import graftwork.runs.stages as stages
+from graftwork.backbones.quiet import quiet_libraries
 from train_vs_trainer import TASKS, graftwork_recipe, prepare_data, trainer_side
 
 TOP_MODELS = ("ForSequenceClassification", "ForTokenClassification")
@@ -90,14 +92,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_profile.json"))
     args = parser.parse_args()
     args.epochs, args.train_option, args.max_eval = 1.0, None, 0
-    finetune.quiet_libraries()
+    quiet_libraries()
     work = args.out.parent
     work.mkdir(parents=True, exist_ok=True)
     label_phases()
     data = prepare_data(args)
     report: dict = {"settings": vars(args) | {"out": str(args.out)}}
 
-    fit = finetune.fit
+    fit = stages.fit  # train_and_save calls the loop through stages
     holder: dict = {}
 
     def profiled_fit(*a, **k):
@@ -105,9 +107,9 @@ def main() -> None:
         return out
 
     def ours():
-        finetune.fit = profiled_fit
+        stages.fit = profiled_fit
         finetune.train(graftwork_recipe(args, work / "profile-graftwork"), overwrite=True)
-        finetune.fit = fit
+        stages.fit = fit
         sides["graftwork"] = (holder["prof"], holder["wall"])
 
     def around(run):

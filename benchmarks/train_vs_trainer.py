@@ -33,10 +33,12 @@ import torch
 
 from graftwork import registry
 from graftwork.backbones import load as backbones
+from graftwork.backbones.quiet import quiet_libraries
 from graftwork.config.recipe import data_root, load_recipe
 from graftwork.data.encode import label_ids
 from graftwork.machine import cpu_name
-from graftwork.runs.finetune import quiet_libraries, read_splits, train
+from graftwork.runs.finetune import train
+from graftwork.runs.stages import read_splits
 
 TASKS = {
     "sst2": {
