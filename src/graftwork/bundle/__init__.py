@@ -1,11 +1,14 @@
 """Model bundles: a standard Hugging Face model folder plus `graftwork.json`.
 
-The folder loads with `AutoModelFor…Classification.from_pretrained(bundle)` without graftwork.
-The manifest (`manifest.py`) records the task, label map, recipe, metrics, library versions and
-the sha256 of every file, which `load` checks. A bundle is written under a temporary name and
-renamed into place when complete (`atomic.py`), so a reader never sees a half-written bundle;
-a write that fails (a full disk: `atomic.DiskFullError`) leaves the old bundle as it was and no
-temporary folder, and the next write removes what a killed one left.
+The folder loads with `AutoModelFor…Classification.from_pretrained(bundle)` without graftwork
+(a multi-task bundle's other tasks hold only their heads beside it: `tasks.py`).
+The manifest (`manifest.py`) records the task, label map, recipe, metrics, library versions,
+the sha256 of every file and of its own content, which `load` checks, and every read checks it
+against the model's config.json (a manifest edited to another task is refused). A bundle is
+written under a temporary name and renamed into place when complete (`atomic.py`), so a reader
+never sees a half-written bundle; a write that fails (a full disk: `atomic.DiskFullError`)
+leaves the old bundle as it was and no temporary folder, and the next write removes what a
+killed one left.
 """
 
 from __future__ import annotations

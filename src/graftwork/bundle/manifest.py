@@ -7,7 +7,8 @@ time it was written. Writers build a dict and `write_manifest` validates it thro
 `read_manifest` validates the JSON and returns a `Manifest`, read by attribute.
 
 Keys the model does not name are kept (`extra="allow"`: a pretrained backbone's `mask_ratio`,
-a task folder's `multitask_of`, and whatever a newer graftwork adds), and a manifest is written
+a task folder's `multitask_of`, and whatever a newer graftwork adds; `encoder` is where a
+multi-task bundle's shared encoder is, see `tasks.py`), and a manifest is written
 back with exactly the keys it was read or built with. The nested records (recipe, metrics,
 artifacts, pruning, …) stay dicts: each is written and read by one module.
 
