@@ -20,9 +20,12 @@ from conftest import tiny_recipe
 from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError, RecipeError
 from graftwork.runs import finetune
-from graftwork.track import STATE
+from graftwork.track import STATE, to_mlflow
+from graftwork.track.to_mlflow import recipe_text
 from graftwork.track.to_wandb import available as wandb_available
+from graftwork.track.tracker import recipe_params
 from test_resume_and_parallel import finish, graft, write_recipe
+from test_select import graft_main
 
 TRAIN = {"log_every": 5, "eval_every": 10, "threads": 1}
 
@@ -240,3 +243,68 @@ def test_compare_nests_each_method_under_one_parent_run(tiny_bert, sst2_small, t
         assert child["tags.mlflow.parentRunId"] == parent["run_id"]
         assert child["tags.graftwork.group"] == "tiny-compare"
         assert parent[f"metrics.{method}/accuracy"] == pytest.approx(row["value"])
+
+
+def mlflow_is_not_asked(*args, **kwargs):
+    raise AssertionError("MLflow was asked (its retries take minutes)")
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("http://127.0.0.1:1", "no MLflow server answered within 5 s"),
+        ("sqlite:////proc/graft-x.db", "cannot open the SQLite file /proc/graft-x.db"),
+    ],
+)
+def test_a_store_that_cannot_record_is_refused_at_once_before_training(
+    tiny_bert, sst2_small, tmp_path, monkeypatch, uri, said
+):
+    monkeypatch.setattr(to_mlflow, "client", mlflow_is_not_asked)
+    recipe = tracked(tiny_bert, sst2_small, tmp_path, uri)
+    with pytest.raises(GraftError, match=f"tracking.mlflow.uri '{uri}': {said}"):
+        finetune.train(recipe)
+    assert not (tmp_path / "tiny" / "bundle").exists()
+
+
+def test_graft_train_with_an_unreachable_server_is_one_line(
+    tiny_bert, sst2_small, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(to_mlflow, "client", mlflow_is_not_asked)
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, sst2_small, tmp_path))
+    over = "tracking.mlflow.uri=http://127.0.0.1:1"
+    status, said = graft_main(monkeypatch, capsys, "train", str(path), over)
+    assert status == 2 and "Traceback" not in said
+    assert "tracking.mlflow.uri 'http://127.0.0.1:1': no MLflow server answered" in said
+
+
+def test_a_tensorboard_folder_that_cannot_be_made_is_one_line(
+    tiny_bert, sst2_small, tmp_path, monkeypatch, capsys
+):
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_bert, sst2_small, tmp_path))
+    over = "tracking.tensorboard.log_dir=/proc/tb"
+    status, said = graft_main(monkeypatch, capsys, "train", str(path), over)
+    assert status == 2 and "Traceback" not in said
+    assert "tracking.tensorboard.log_dir '/proc/tb': cannot write event files" in said
+
+
+def test_the_tracking_uri_is_recorded_without_its_credentials(tmp_path):
+    uri = "https://alice:s3cret@mlflow.example:5000/?token=abc123&region=eu"
+    recipe = load_recipe("recipes/quickstart.yaml", [f"tracking.mlflow.uri={uri}"])
+    recorded = recipe_params(recipe)["tracking.mlflow.uri"]
+    assert recorded == "https://alice:***@mlflow.example:5000/?token=***&region=eu"
+    assert "s3cret" not in recipe_text(recipe) and "abc123" not in recipe_text(recipe)
+    bare = load_recipe("recipes/quickstart.yaml", ["tracking.mlflow.uri=https://tok3n@host"])
+    assert recipe_params(bare)["tracking.mlflow.uri"] == "https://***@host"
+
+
+def test_a_variable_in_the_uri_is_used_expanded_and_recorded_as_written(
+    tiny_bert, sst2_small, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GRAFT_TEST_DB_X", str(tmp_path / "mlruns.db"))
+    recipe = tracked(tiny_bert, sst2_small, tmp_path, "sqlite:///${GRAFT_TEST_DB_X}")
+    recipe["tracking"]["tensorboard"] = False
+    recipe["tracking"]["mlflow"]["log_model"] = False
+    recipe["train"]["epochs"] = 0.25
+    finetune.train(recipe)
+    found = runs(f"sqlite:///{tmp_path}/mlruns.db")
+    assert found.iloc[0]["params.tracking.mlflow.uri"] == "sqlite:///${GRAFT_TEST_DB_X}"

@@ -14,6 +14,11 @@ A process killed outright (SIGKILL, a power cut) cannot close anything; the run 
 `.tracking.json` names the open MLflow run, and the next run in that folder marks it KILLED
 before opening its own, or continues it when resuming (`--resume`).
 
+Trackers connect with the tracking fields' variables expanded (`Recipe.expanded`), and record
+the recipe as written, credentials hidden (`tracker.public_uri`), as messages and logs show
+the URI. An MLflow store is probed once before the run opens (`to_mlflow.probe`: no waiting
+out MLflow's retries), and a TensorBoard folder that cannot be made is a one-line error.
+
 `group` opens the parent record of several runs (`graft compare`, `graft tune`): its runs nest
 under it (MLflow `mlflow.parentRunId`) and share its name (tag graftwork.group, W&B group).
 What each tracker records is in `tracker.py`. Stages that train another folder inside a run
@@ -34,7 +39,15 @@ from pathlib import Path
 
 from graftwork.bundle import atomic
 from graftwork.errors import GraftError
-from graftwork.track.tracker import FAILED, FINISHED, KILLED, NOTHING, Tracker, recipe_params
+from graftwork.track.tracker import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    NOTHING,
+    Tracker,
+    public_uri,
+    recipe_params,
+)
 
 log = logging.getLogger("graftwork")
 
@@ -139,16 +152,22 @@ def begin(recipe, main: bool = True, resume: bool = False) -> Tracker:
 def _open_sinks(recipe, run_dir: Path, resume: bool) -> list:
     from graftwork.track.to_mlflow import recipe_text
 
-    cfg, params, text = recipe.tracking, recipe_params(recipe), recipe_text(recipe)
+    cfg, params, text = recipe.expanded("tracking"), recipe_params(recipe), recipe_text(recipe)
     sinks = []
     if cfg.mlflow is not None:
-        sinks.append(_mlflow_sink(recipe, run_dir, params, text, resume))
+        sinks.append(_mlflow_sink(recipe, cfg, run_dir, params, text, resume))
     if cfg.tensorboard is not None:
         from graftwork.track.to_tensorboard import TensorBoardSink
 
         log_dir = cfg.tensorboard.log_dir
         folder = recipe.resolve_path(log_dir) if log_dir else run_dir / "tensorboard"
-        sinks.append(TensorBoardSink(folder, params, text))
+        try:
+            sinks.append(TensorBoardSink(folder, params, text))
+        except OSError as exc:
+            raise GraftError(
+                f"tracking.tensorboard.log_dir {recipe.tracking.tensorboard.log_dir!r}: cannot "
+                f"write event files in {folder} ({exc.strerror or exc}); give a writable folder"
+            ) from None
     if cfg.wandb is not None:
         from graftwork.track.to_wandb import WandbSink
 
@@ -156,16 +175,17 @@ def _open_sinks(recipe, run_dir: Path, resume: bool) -> list:
     return sinks
 
 
-def _mlflow_sink(recipe, run_dir: Path, params: dict, text: str, resume: bool):
+def _mlflow_sink(recipe, tracking, run_dir: Path, params: dict, text: str, resume: bool):
     """A new MLflow run, or the folder's open one continued (`--resume`); an open one left
-    by a killed process is marked KILLED first."""
-    from graftwork.track.to_mlflow import MlflowSink
+    by a killed process is marked KILLED first. `tracking`: the section, variables expanded."""
+    from graftwork.track.to_mlflow import MlflowSink, probe
 
-    cfg = recipe.tracking.mlflow
+    cfg, shown = tracking.mlflow, public_uri(recipe.tracking.mlflow.uri)
+    probe(cfg.uri)
     state_file = run_dir / STATE
     try:
         earlier = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
-        if earlier.get("uri") == cfg.uri and earlier.get("run_id"):
+        if earlier.get("uri") == shown and earlier.get("run_id"):
             old = MlflowSink(cfg.uri, earlier["run_id"])
             if resume:
                 log.info("tracking: continuing MLflow run %s", old.run_id)
@@ -176,7 +196,7 @@ def _mlflow_sink(recipe, run_dir: Path, params: dict, text: str, resume: bool):
         tags = {
             "mlflow.source.name": "graft",
             "graftwork.run_dir": str(run_dir.resolve()),
-            **({"graftwork.group": recipe.tracking.group} if recipe.tracking.group else {}),
+            **({"graftwork.group": tracking.group} if tracking.group else {}),
             **({"graftwork.recipe_file": recipe.source} if recipe.source else {}),
         }
         experiment = cfg.experiment or recipe.name
@@ -185,11 +205,11 @@ def _mlflow_sink(recipe, run_dir: Path, params: dict, text: str, resume: bool):
         raise
     except Exception as exc:
         raise GraftError(
-            f"tracking.mlflow: MLflow could not record the run at {cfg.uri!r} "
+            f"tracking.mlflow: MLflow could not record the run at {shown!r} "
             f"({type(exc).__name__}: {exc}); fix tracking.mlflow.uri or remove tracking.mlflow"
         ) from None
-    atomic.write_json(state_file, {"uri": cfg.uri, "run_id": sink.run_id})
-    log.info("tracking: MLflow run %s in experiment %r (%s)", sink.run_id, experiment, cfg.uri)
+    atomic.write_json(state_file, {"uri": shown, "run_id": sink.run_id})
+    log.info("tracking: MLflow run %s in experiment %r (%s)", sink.run_id, experiment, shown)
     return sink
 
 
@@ -217,12 +237,13 @@ class Group:
 def group(recipe, name: str, kind: str, params: dict | None = None, run_id: str | None = None):
     """A parent MLflow run named `name` for the runs of a `kind` ("compare", "tune") of
     `recipe` (continued when `run_id` is given): yields a `Group`, closed with the outcome."""
-    cfg = recipe.tracking
+    cfg = recipe.expanded("tracking")
     sink, experiment = None, None
     if cfg.mlflow is not None:
         experiment = cfg.mlflow.experiment or recipe.name
-        from graftwork.track.to_mlflow import MlflowSink
+        from graftwork.track.to_mlflow import MlflowSink, probe
 
+        probe(cfg.mlflow.uri)
         try:
             if run_id is not None:
                 sink = MlflowSink.reopen(cfg.mlflow.uri, run_id)
@@ -232,7 +253,8 @@ def group(recipe, name: str, kind: str, params: dict | None = None, run_id: str 
                 sink = MlflowSink.create(cfg.mlflow, experiment, name, flat, tags)
         except Exception as exc:
             raise GraftError(
-                f"tracking.mlflow: MLflow could not record the {kind} at {cfg.mlflow.uri!r} "
+                f"tracking.mlflow: MLflow could not record the {kind} at "
+                f"{public_uri(recipe.tracking.mlflow.uri)!r} "
                 f"({type(exc).__name__}: {exc}); fix tracking.mlflow.uri or remove it"
             ) from None
     found = Group(sink, name, experiment)

@@ -6,6 +6,11 @@ metrics with their steps, files as artifacts, the bundle as a logged pyfunc mode
 The default store is a SQLite file (`sqlite:///mlruns.db`); an experiment created here keeps
 its artifacts in `mlartifacts/` beside that file unless `tracking.mlflow.artifacts` says
 otherwise (MLflow's own default would be a folder in whatever the current directory is).
+
+Before a run opens, `probe` tries the store once, with a short timeout and no retries: a
+server that does not answer (or answers 5xx) and a SQLite file that cannot be opened are one
+error at once, where MLflow would retry for minutes first. Left out of the probe: other
+database stores (PostgreSQL, MySQL), which MLflow's own retries cover.
 Left out: MLflow's system-metrics sampler (the run records its own measured speed and
 memory) and the model registry (register a logged model with `mlflow.register_model`).
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 import warnings
 from pathlib import Path
@@ -21,12 +27,52 @@ from pathlib import Path
 import yaml
 
 from graftwork.errors import GraftError
+from graftwork.track.tracker import public_uri, recipe_record
 
 log = logging.getLogger("graftwork")
 
 SQLITE = "sqlite:///"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+PROBE_SECONDS = 5  # how long `probe` waits for a tracking server
+SEARCH = "/api/2.0/mlflow/experiments/search"  # what `probe` asks a server
+
+
+def probe(uri: str) -> None:
+    """Try the store at `uri` once (see the module docstring); a GraftError saying what failed."""
+    shown = public_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            answer = requests.get(
+                uri.rstrip("/") + SEARCH, params={"max_results": 1}, timeout=PROBE_SECONDS
+            )
+        except requests.RequestException as exc:
+            raise GraftError(
+                f"tracking.mlflow.uri {shown!r}: no MLflow server answered within "
+                f"{PROBE_SECONDS} s ({type(exc).__name__}); start the server, fix the URI, or "
+                "remove tracking.mlflow"
+            ) from None
+        if answer.status_code >= 500:
+            raise GraftError(
+                f"tracking.mlflow.uri {shown!r}: the MLflow server answered {answer.status_code}"
+                "; check the server, or remove tracking.mlflow"
+            )
+    elif uri.startswith(SQLITE) and uri[len(SQLITE) :].split("?")[0] not in ("", ":memory:"):
+        path = Path(uri[len(SQLITE) :].split("?")[0])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+            db = sqlite3.connect(path, timeout=PROBE_SECONDS)
+            try:
+                db.execute("select count(*) from sqlite_master").fetchall()
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise GraftError(
+                f"tracking.mlflow.uri {shown!r}: cannot open the SQLite file {path} ({exc}); "
+                "give a file in a writable folder, e.g. sqlite:///mlruns.db"
+            ) from None
 
 
 def client(uri: str):
@@ -166,4 +212,5 @@ class MlflowSink:
 
 
 def recipe_text(recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The recipe as recipe.yaml records it: as written, credentials left out."""
+    return yaml.safe_dump(recipe_record(recipe), sort_keys=False, allow_unicode=True)

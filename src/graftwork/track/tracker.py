@@ -5,7 +5,10 @@ which all take the same five calls: `metrics(values, step)`, `artifact(path)`,
 `model(bundle)`, `end(status)` and, where they keep it, the recipe as parameters when they
 open. What is recorded, under which names:
 
-- parameters: the recipe flattened to its dotted keys (`train.lr`, `method.type`);
+- parameters: the recipe flattened to its dotted keys (`train.lr`, `method.type`), as written
+  (a `${VAR}` stays as it is) and without credentials: in every value holding a URI, the
+  password of `user:password@` (or a lone token before `@`) and query parameters named like a
+  secret (token, key, password, signature, …) read `***`; the same for recipe.yaml;
 - per logging step: `train/loss`, `train/lr`, `train/examples_per_second`;
 - per evaluation during training (`train.eval_every`): `eval/<metric>` at its step;
 - at the end: every number of the run's metrics.json, flattened (`eval/accuracy`,
@@ -38,6 +41,10 @@ SYSTEM = ("examples_per_second", "seconds")
 FILES = ("metrics.json", "report.html", "train.log")
 # end states, as MLflow names them
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+# query parameters of a URI whose values are secrets
+SECRET = re.compile(r"token|key|secret|passw|pwd|auth|signature|sig$|credential", re.IGNORECASE)
+HIDDEN = "***"
+QUERY_PAIR = re.compile(r"(?P<lead>[?&;])(?P<key>[^=&;#]+)=(?P<value>[^&;#]*)")
 
 
 def flatten(value: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -50,9 +57,42 @@ def flatten(value: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
     return out
 
 
+def public_uri(text: str) -> str:
+    """`text` with the credentials of a URI in it hidden (`user:***@`, `***@`, `token=***`);
+    other text as it is."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    authority, rest = rest[:end], rest[end:]
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:{HIDDEN}@{host}" if colon else f"{HIDDEN}@{host}"
+    rest = QUERY_PAIR.sub(
+        lambda m: m[0] if not SECRET.search(m["key"]) else f"{m['lead']}{m['key']}={HIDDEN}", rest
+    )
+    return f"{scheme}://{authority}{rest}"
+
+
+def _public(value: Any) -> Any:
+    if isinstance(value, str):
+        return public_uri(value)
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
+
+
+def recipe_record(recipe) -> dict:
+    """The recipe as trackers record it: as written, the credentials of URIs hidden."""
+    return _public(recipe.model_dump(mode="json"))
+
+
 def recipe_params(recipe) -> dict[str, str]:
     """The recipe as tracker parameters: dotted keys, values as text (lists as JSON)."""
-    flat = flatten(recipe.model_dump(mode="json"))
+    flat = flatten(recipe_record(recipe))
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in flat.items()}
 
 
