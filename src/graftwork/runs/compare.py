@@ -55,8 +55,10 @@ from graftwork.errors import GraftError, RecipeError
 from graftwork.machine import describe
 from graftwork.methods.base import files_bytes
 from graftwork.registry import METHODS
+from graftwork.runs.compare_report import SHORT, write_compare_report
+from graftwork.runs.compare_report import cells as cells  # the CLI's table, from the one COLUMNS
+from graftwork.runs.compare_report import notes as notes
 from graftwork.runs.fewshot import FewshotRecipe, FewshotTrain, load_fewshot_recipe
-from graftwork.runs.report import write_compare_report
 from graftwork.tasks.base import headline
 
 log = logging.getLogger("graftwork")
@@ -331,38 +333,4 @@ def write_outputs(out_dir: Path, name: str, rows: list[dict]) -> None:
     write_compare_report(out_dir / "report.html", name, rows, data["machine"])
 
 
-COLUMNS = (
-    ("method", "method"),
-    ("value", "metric"),
-    ("trainable", "trainable"),
-    ("trainable_pct", "%"),
-    ("examples_per_second", "ex/s"),
-    ("peak_rss_mb", "peak RSS MB"),
-    ("training_rss_mb", "+training MB"),
-    ("peak_heap_mb", "heap MB"),
-    ("task_specific_mb", "task MB"),
-)
-
-
-def cells(row: dict) -> list[str]:
-    """A row as the CLI table shows it ("-" where a column does not apply)."""
-
-    def shown(key: str, spec: str) -> str:
-        return "-" if row.get(key) is None else format(row[key], spec)
-
-    return [
-        row["method"],
-        shown("value", ".4f"),
-        shown("trainable", ","),
-        shown("trainable_pct", ".2f"),
-        shown("examples_per_second", ".1f"),
-        shown("peak_rss_mb", ".0f"),
-        shown("training_rss_mb", ".0f"),
-        shown("peak_heap_mb", ".0f"),
-        shown("task_specific_mb", ".2f"),
-    ]
-
-
-def notes(rows: list[dict]) -> list[str]:
-    """What a row's cells mean where they differ from a method's (few-shot, zero-shot)."""
-    return [f"{row['method']}: {row['note']}" for row in rows if row.get("note")]
+COLUMNS = tuple((c.key, c.short) for c in SHORT)  # the terminal table's (key, header) pairs

@@ -1,8 +1,11 @@
-"""report.html: one self-contained page per run (plots inlined as SVG; no network needed).
+"""report.html: one self-contained page per run (plots inlined as SVG; no network needed),
+and the page builder every report uses (`page`, `write_page`, `scatter`: the compare report in
+`runs.compare_report` and the tune report in `runs.tune_report` are built on them).
 
-Shows the headline metrics, the training-loss curve, and for each evaluated split the task's
-own sections (`Task.report_sections`: a confusion matrix for classification, a per-entity-type
-table for NER). Plots use matplotlib; tables and SVG come from `tasks.html`.
+A run's page shows the headline metrics, the training-loss curve, and for each evaluated split
+the task's own sections (`Task.report_sections`: a confusion matrix for classification, a
+per-entity-type table for NER). Plots use matplotlib; tables and SVG come from `tasks.html`.
+Left out: what another verb's page shows (its own module).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def eval_plot(history: list[list], headline: str, best_step: int) -> str:
     return svg(fig)
 
 
-def _scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) -> str:
+def scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) -> str:
     """One labelled marker per (x, y, marker area, label) point."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -65,7 +68,7 @@ def tradeoff_plot(rows: list[dict]) -> str:
         (r["inputs_per_second"], r["value"], 10 + 3 * r["size_mb"], f"{r['stage']} {r['backend']}")
         for r in rows
     ]
-    return _scatter(points, "inputs / second (eval set)", rows[0]["metric"] if rows else "metric")
+    return scatter(points, "inputs / second (eval set)", rows[0]["metric"] if rows else "metric")
 
 
 def render(name: str, metrics: dict, manifest_info: dict, task_name: str) -> str:
@@ -111,10 +114,11 @@ def render(name: str, metrics: dict, manifest_info: dict, task_name: str) -> str
         parts.append(f"<h2>evaluation during training{stopped}</h2>")
         parts.append(f"<p>bundle weights: {html.escape(str(train.get('bundle_weights')))}</p>")
         parts.append(eval_plot(train["eval_history"], task.HEADLINE, train.get("best_step", 0)))
-    return _page(name, parts)
+    return page(name, parts)
 
 
-def _page(title: str, parts: list[str]) -> str:
+def page(title: str, parts: list[str]) -> str:
+    """A whole self-contained HTML page of `parts` (HTML pieces) titled `title`."""
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}"
@@ -125,8 +129,9 @@ def _page(title: str, parts: list[str]) -> str:
     )
 
 
-def _write(path: Path, text: str) -> Path:
-    return atomic.write_text(path, text)
+def write_page(path: Path, title: str, parts: list[str]) -> Path:
+    """Write the page of `parts` to `path` atomically."""
+    return atomic.write_text(path, page(title, parts))
 
 
 def write_report(result) -> Path:
@@ -144,55 +149,6 @@ def write_report(result) -> Path:
     task = recipe.task
     if recipe.multitask is not None:  # the top-level metrics are the first task's
         task = next(iter(recipe.multitask.tasks.values())).task
-    page = render(recipe.name, result.metrics, info, task.type)
-    return _write(Path(result.run_dir) / "report.html", page)
-
-
-def compare_plot(rows: list[dict]) -> str:
-    """Metric against trainable share (log scale); marker area ∝ memory training added. Rows
-    that trained nothing (zero-shot) have no place on a log scale and are left out."""
-    points = [
-        (r["trainable_pct"], r["value"], 20 + r["training_rss_mb"] / 4, r["method"])
-        for r in rows
-        if r["trainable_pct"] and r.get("training_rss_mb") is not None
-    ]
-    ylabel = rows[0]["metric"] if rows else "metric"
-    return _scatter(points, "trainable parameters (%)", ylabel, log_x=True)
-
-
-COMPARE_COLUMNS = (
-    ("method", "method"),
-    ("value", "metric"),
-    ("trainable", "trainable"),
-    ("trainable_pct", "trainable %"),
-    ("examples_per_second", "train ex/s"),
-    ("peak_rss_mb", "peak RSS MB"),
-    ("training_rss_mb", "added by training MB"),
-    ("peak_heap_mb", "peak heap in use MB"),
-    ("training_heap_mb", "heap added by training MB"),
-    ("gpu_peak_mb", "GPU peak MB"),
-    ("bundle_mb", "bundle MB"),
-    ("task_specific_mb", "task-specific MB"),
-)
-
-
-def write_compare_report(path: Path, name: str, rows: list[dict], machine: dict) -> Path:
-    header = [label for _, label in COMPARE_COLUMNS]
-    if rows:
-        header[1] = f"{rows[0]['metric']} ({rows[0]['split']})"
-    body = [
-        ["-" if row.get(key) is None else row[key] for key, _ in COMPARE_COLUMNS] for row in rows
-    ]
-    notes = [
-        f"<p>{html.escape(row['method'])}: {html.escape(row['note'])}</p>"
-        for row in rows
-        if row.get("note")
-    ]
-    parts = [
-        f"<h1>graftwork compare: {html.escape(name)}</h1>",
-        table(["", ""], [[k, v] for k, v in machine.items()]),
-        table(header, body),
-        *notes,
-        compare_plot(rows),
-    ]
-    return _write(path, _page(f"compare: {name}", parts))
+    return atomic.write_text(
+        Path(result.run_dir) / "report.html", render(recipe.name, result.metrics, info, task.type)
+    )

@@ -2,9 +2,9 @@
 intermediate evaluations (where pruning acted), the parameter importances and every trial.
 
 The plots are Optuna's own matplotlib ones (`optuna.visualization.matplotlib`), inlined as
-SVG like the run report's (`runs.report`). Importances use Optuna's fANOVA evaluator with a
-fixed seed; they need at least two complete trials that differ, and the report says so when
-there are not.
+SVG, on the page every report shares (`runs.report.write_page`). Importances use Optuna's
+fANOVA evaluator with a fixed seed; they need at least two complete trials that differ, and
+the report says so when there are not.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import html
 import warnings
 from pathlib import Path
 
-from graftwork.runs.report import _page, _write
+from graftwork.runs.report import write_page
 from graftwork.tasks.html import pyplot, svg, table
 
 
@@ -81,4 +81,4 @@ def write_tune_report(path: Path, study, summary: dict) -> Path:
         for row in summary["trials"]
     ]
     parts.append("<h2>trials</h2>" + table(header, rows))
-    return _write(path, _page(f"tune: {name}", parts))
+    return write_page(path, f"tune: {name}", parts)
