@@ -26,7 +26,8 @@ class MlflowConfig(_Section):
     uri: str = Field(
         "sqlite:///mlruns.db",
         description="MLflow tracking URI: a SQLite file (relative to the current folder), a "
-        "server (http://HOST:PORT) or any other URI MLflow accepts.",
+        "server (http://HOST:PORT) or any other URI MLflow accepts; credentials in it "
+        "(user:password@, token=…) are left out of what the run records.",
     )
     experiment: str | None = Field(
         None, description="Experiment the run joins (created if new); default: the run's name."

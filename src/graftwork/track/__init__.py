@@ -164,9 +164,11 @@ def _open_sinks(recipe, run_dir: Path, resume: bool) -> list:
         try:
             sinks.append(TensorBoardSink(folder, params, text))
         except OSError as exc:
+            given = recipe.tracking.tensorboard.log_dir
+            where = f"tracking.tensorboard.log_dir {given!r}" if given else "tracking.tensorboard"
             raise GraftError(
-                f"tracking.tensorboard.log_dir {recipe.tracking.tensorboard.log_dir!r}: cannot "
-                f"write event files in {folder} ({exc.strerror or exc}); give a writable folder"
+                f"{where}: cannot write event files in {folder} ({exc.strerror or exc}); give "
+                "a writable folder (tracking.tensorboard.log_dir=…)"
             ) from None
     if cfg.wandb is not None:
         from graftwork.track.to_wandb import WandbSink
