@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -267,12 +268,13 @@ def test_a_dynamic_masking_run_remasks_each_epoch_repeats_for_a_seed_and_resumes
     stop = 2 * (half // 2 + 1) + 1  # in epoch 1, a step after a checkpoint there (every 2)
     assert half < stop - 1 < 2 * half
 
-    def stopping_fit(*args, **kwargs):
+    def stopping_fit(*args):
         def on_step(step: int, steps: int) -> None:
             if step == stop:
                 raise Interrupted
 
-        return real_fit(*args, **kwargs, on_step=on_step)
+        *rest, hooks = args
+        return real_fit(*rest, dataclasses.replace(hooks, on_step=on_step))
 
     interrupted = recipe("r")
     monkeypatch.setattr(module, "fit", stopping_fit)

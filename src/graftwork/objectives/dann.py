@@ -241,7 +241,7 @@ def prepare(recipe, model, splits):
     config: DannConfig = recipe.objective
     if config.weight == 0:  # no adversary: nothing is read or attached, the plain task loss
         log.info("dann: weight 0, training without the adversary")
-        return Hooks(manifest={"type": "dann", "weight": 0.0})
+        return Hooks(manifest={"objective": {"type": "dann", "weight": 0.0}})
     target = read_target(recipe, config, splits.tokenizer)
     head = attach(model, config)
     dann = Dann(
@@ -270,5 +270,9 @@ def prepare(recipe, model, splits):
     )
     scales = {f"{ATTR}.{name}": config.head_lr for name, _ in head.named_parameters()}
     return Hooks(
-        loss_fn=dann.loss, on_step=dann.on_step, manifest=dann.info, strip=strip, lr_scales=scales
+        loss_fn=dann.loss,
+        on_step=dann.on_step,
+        manifest={"objective": dann.info},
+        strip=strip,
+        lr_scales=scales,
     )

@@ -302,4 +302,4 @@ def prepare(recipe, model, splits):
     def after(bundle: Path) -> dict:
         return {"task_a": forgetting(path, bundle, recipe.train.eval_batch_size)}
 
-    return Hooks(loss_fn=loss_fn, manifest=info, after=after)
+    return Hooks(loss_fn=loss_fn, manifest={"objective": info}, after=after)

@@ -19,6 +19,7 @@ from graftwork.inference.predictor import Predictor
 from graftwork.methods.base import Finisher, refuse
 from graftwork.runs.lifecycle import start, whole_run
 from graftwork.runs.stages import read_splits, train_and_save
+from graftwork.train.hooks import Hooks
 
 log = logging.getLogger("graftwork")
 
@@ -83,15 +84,9 @@ def distill(teacher_bundle: Path, recipe=None, overrides: list[str] | None = Non
             **cfg.model_dump(),
         }
     }
+    hooks = Hooks(loss_fn=distill_loss(teacher, cfg, layer_map), manifest=extra_manifest)
     return train_and_save(
-        recipe,
-        accelerator,
-        splits,
-        student,
-        Finisher(method.finish),
-        resume=resume,
-        loss_fn=distill_loss(teacher, cfg, layer_map),
-        manifest_extra=extra_manifest,
+        recipe, accelerator, splits, student, Finisher(method.finish), hooks, resume
     )
 
 

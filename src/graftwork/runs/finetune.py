@@ -13,6 +13,7 @@ folder, log, lock and tracking record: `runs.lifecycle`).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -62,18 +63,13 @@ def train(
     model = method.apply(model, recipe.method)
     lr_scales, on_step = method_schedules(method, model, recipe, accelerator)
     objective = prepare_objective(recipe, model, splits)  # DANN, EWC; a no-op without one
-    result = train_and_save(
-        recipe,
-        accelerator,
-        splits,
-        model,
-        objective.finisher(method),
-        resume=resume,
-        loss_fn=objective.loss_fn,
+    hooks = replace(
+        objective,
         on_step=objective.steps(on_step),
         lr_scales=objective.scales(lr_scales),
-        manifest_extra=objective.manifest_extra(),
-        on_eval=on_eval,
+    )
+    result = train_and_save(
+        recipe, accelerator, splits, model, objective.finisher(method), hooks, resume, on_eval
     )
     if objective.after is not None and result.metrics:  # main process: e.g. EWC's task A
         result.metrics.update(objective.after(result.bundle))

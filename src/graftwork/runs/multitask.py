@@ -46,6 +46,7 @@ from graftwork.runs.stages import (
     read_splits,
     train_and_save,
 )
+from graftwork.train.hooks import Hooks
 from graftwork.train.loop import summed_loss
 
 log = logging.getLogger("graftwork")
@@ -173,31 +174,22 @@ def train(recipe, accelerator, resume: bool = False, on_eval=None):
     combined = Splits(
         first.task, tokenizer, first.labels, first.train, features, targets, first.evals
     )
-    return train_and_save(
-        recipe,
-        accelerator,
-        combined,
-        model,
-        Finisher(partial(write_tasks, names, splits, subs)),
-        resume=resume,
-        loss_fn=loss_fn,
-        batch_plan=plan,
-        evaluate=evaluate,
-        on_eval=on_eval,
-        manifest_extra={
-            **model_manifest(subs[names[0]], first.labels),  # the root is the first task
-            "encoder": ".",  # and holds the encoder every task shares (bundle.tasks)
-            "multitask": {
-                "tasks": {
-                    n: {"type": subs[n].task.type, "path": "." if i == 0 else f"{TASKS_DIR}/{n}"}
-                    for i, n in enumerate(names)
-                },
-                "sampling": recipe.multitask.sampling,
-                "weights": dict(zip(names, weights, strict=True)),
-                "recipe": recipe.model_dump(mode="json"),
+    manifest = {
+        **model_manifest(subs[names[0]], first.labels),  # the root is the first task
+        "encoder": ".",  # and holds the encoder every task shares (bundle.tasks)
+        "multitask": {
+            "tasks": {
+                n: {"type": subs[n].task.type, "path": "." if i == 0 else f"{TASKS_DIR}/{n}"}
+                for i, n in enumerate(names)
             },
+            "sampling": recipe.multitask.sampling,
+            "weights": dict(zip(names, weights, strict=True)),
+            "recipe": recipe.model_dump(mode="json"),
         },
-    )
+    }
+    hooks = Hooks(loss_fn=loss_fn, batch_plan=plan, evaluate=evaluate, manifest=manifest)
+    finisher = Finisher(partial(write_tasks, names, splits, subs))
+    return train_and_save(recipe, accelerator, combined, model, finisher, hooks, resume, on_eval)
 
 
 def write_tasks(names, splits, subs, container, out_dir: Path):

@@ -60,6 +60,7 @@ from graftwork.runs.lifecycle import start, whole_run, write_json
 from graftwork.runs.stages import RunResult
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
 from graftwork.train import checkpoint
+from graftwork.train.hooks import Hooks, Training
 from graftwork.train.loop import fit, labelled, make_accelerator, summed_cross_entropy, summed_loss
 
 log = logging.getLogger("graftwork")
@@ -220,18 +221,9 @@ def warm_head(model, features, labels, mlm: MlmConfig, cfg: TrainConfig, pad_id:
     accelerator = make_accelerator(warm)
     try:
         with tempfile.TemporaryDirectory(prefix="graftwork-head-") as work:
-            prepared, _, _ = fit(
-                model,
-                features,
-                labels,
-                warm,
-                accelerator,
-                Path(work),
-                pad_id,
-                {},
-                loss_fn=head_loss,
-                lr_schedule=constant,
-            )
+            hooks = Hooks(loss_fn=head_loss, lr_schedule=constant)
+            training = Training(warm, Path(work))
+            prepared, _, _ = fit(model, features, labels, pad_id, accelerator, training, hooks)
         accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # the next fit wraps again
     finally:
         for name, param in model.named_parameters():
@@ -338,19 +330,9 @@ def pretrain(
         )
         started = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        prepared, state, rate = fit(
-            model,
-            features,
-            labels,
-            cfg,
-            accelerator,
-            run_dir,
-            pad_id,
-            checkpoint.fingerprint(recipe, FINGERPRINT),
-            resume=resume,
-            loss_fn=mlm_loss,
-            batch_plan=batch_plan,
-        )
+        training = Training(cfg, run_dir, checkpoint.fingerprint(recipe, FINGERPRINT), resume)
+        hooks = Hooks(loss_fn=mlm_loss, batch_plan=batch_plan)
+        prepared, state, rate = fit(model, features, labels, pad_id, accelerator, training, hooks)
         model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
         ppl["after"] = measure("after")
         metrics["train"] = {

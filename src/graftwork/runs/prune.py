@@ -48,6 +48,7 @@ from graftwork.inference.forward import evaluate_sets, torch_forward
 from graftwork.inference.predictor import Predictor
 from graftwork.methods import count_parameters
 from graftwork.methods.base import refuse
+from graftwork.train.hooks import Training
 from graftwork.train.loop import fit, make_accelerator
 
 log = logging.getLogger("graftwork")
@@ -74,7 +75,7 @@ def _recover(model, features, targets, cfg, pad_id: int):
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graftwork-prune-") as work:
         prepared, state, rate = fit(
-            model, features, targets, cfg, accelerator, Path(work), pad_id, {}
+            model, features, targets, pad_id, accelerator, Training(cfg, Path(work))
         )
     model = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
     summary = {

@@ -34,6 +34,7 @@ from graftwork.methods.base import Finisher
 from graftwork.runs.lifecycle import write_json
 from graftwork.tasks.base import summary
 from graftwork.train import checkpoint, evaluation
+from graftwork.train.hooks import Hooks, Training
 from graftwork.train.loop import fit, total_steps
 
 log = logging.getLogger("graftwork")
@@ -115,21 +116,18 @@ def train_and_save(
     splits: Splits,
     model,
     finisher: Finisher,
+    hooks: Hooks | None = None,
     resume: bool = False,
-    loss_fn=None,
-    manifest_extra: dict | None = None,
-    on_step=None,
-    lr_scales: dict | None = None,
-    batch_plan=None,
-    evaluate=None,
     on_eval=None,
 ) -> RunResult:
     """Fit `model`, evaluate on every labelled split, write the bundle and metrics.json.
 
-    `batch_plan` and `evaluate(model) -> metrics` replace the epoch's batches and the
-    evaluation for runs that are not one task on one model (multi-task). With
+    `hooks` (`train.hooks.Hooks`) go to the loop; their `evaluate(model) -> metrics` replaces
+    the evaluation of `splits` (multi-task) and their `manifest` is added to the bundle's. With
     `train.eval_every`, the eval split is evaluated during training (`train.evaluation`) and
     `on_eval(step, metrics)` is called after each of those evaluations (main process)."""
+    hooks = hooks or Hooks()
+    evaluate = hooks.evaluate
     cfg, run_dir, main = recipe.train, recipe.run_dir, accelerator.is_main_process
     tracker = track.current(run_dir)  # records nothing unless the recipe asks for tracking
     params = count_parameters(model)
@@ -142,22 +140,15 @@ def train_and_save(
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     with PeakMemory() as memory:
-        prepared, state, rate = fit(
-            model,
-            splits.features,
-            splits.targets,
-            cfg,
-            accelerator,
-            run_dir,
-            splits.tokenizer.pad_token_id,
-            checkpoint.fingerprint(recipe, FINGERPRINT),
-            resume=resume,
-            loss_fn=loss_fn,
-            on_step=on_step,
-            lr_scales=lr_scales,
-            batch_plan=batch_plan,
+        training = Training(cfg, run_dir, checkpoint.fingerprint(recipe, FINGERPRINT), resume)
+        loop_hooks = replace(
+            hooks,
             evaluator=evaluator(recipe, accelerator, splits, evaluate, tracker.chain(on_eval)),
             on_log=tracker.on_log if tracker.active else None,
+        )
+        pad_id = splits.tokenizer.pad_token_id
+        prepared, state, rate = fit(
+            model, splits.features, splits.targets, pad_id, accelerator, training, loop_hooks
         )
     train_seconds = time.perf_counter() - started
     # without the mixed-precision forward `prepare` put on it: the metrics recorded below are
@@ -192,7 +183,7 @@ def train_and_save(
         manifest = {
             **model_manifest(recipe, splits.labels),
             "metrics": {k: v for k, v in metrics.items() if k != "train"},
-            **(manifest_extra or {}),
+            **(hooks.manifest or {}),
         }
 
         def write(tmp: Path) -> None:

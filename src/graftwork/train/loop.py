@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
@@ -23,6 +22,7 @@ from graftwork.data.batching import collate, training_batches
 from graftwork.data.encode import IGNORE
 from graftwork.train import checkpoint, sharding
 from graftwork.train.checkpoint import TrainState
+from graftwork.train.hooks import Hooks, Training
 from graftwork.train.progress import Progress
 
 log = logging.getLogger("graftwork")
@@ -131,38 +131,25 @@ def fit(
     model,
     features: list[dict],
     labels: list,
-    cfg: TrainConfig,
-    accelerator,
-    run_dir: Path,
     pad_id: int,
-    fingerprint: dict,
-    resume: bool = False,
-    loss_fn=None,
-    on_step=None,
-    lr_scales: dict | None = None,
-    batch_plan=None,
-    lr_schedule=None,
-    evaluator=None,
-    on_log=None,
+    accelerator,
+    training: Training,
+    hooks: Hooks | None = None,
 ):
-    """Train `model` in place; returns (the prepared model, the final TrainState, examples/s).
+    """Train `model` in place on `features` and `labels` (padding with `pad_id`) as `training`
+    says; returns (the prepared model, the final TrainState, examples/s).
 
-    `loss_fn(model, batch)` returns the loss summed over the batch's labelled items (default:
-    cross-entropy, `summed_loss`); distillation passes its own. `on_step(step, steps)` is called
-    before every batch with the optimizer step it belongs to (0-based) and the total: schedules
-    that depend on progress (gradual unfreezing, the DANN λ) hang there, and because the step
-    is restored on resume, so are they. `lr_scales` maps parameter names to multipliers of
-    `cfg.lr` (layer-wise decay). `batch_plan(epoch)` returns the epoch's global batches (lists
-    of example indices; default: length-grouped batches of all examples) and must be a pure
-    function of the epoch, like the default, for resume to stay exact. `lr_schedule(optimizer,
-    steps)` builds the learning-rate scheduler (default: linear warm-up, then linear decay).
-    `evaluator` (`train.evaluation.Evaluator`, with `train.eval_every`) evaluates every
-    `eval_every` steps and at the end, may stop early, and puts the best weights back in the
-    model at the end (its `on_eval(step, metrics)` is the per-evaluation hook).
-    `on_log(step, values)` is called at every logging step with the mean loss since the last
-    one, the learning rate and examples/s (experiment trackers hang there)."""
+    `hooks` (`train.hooks.Hooks`) change the loss (default: cross-entropy of the logits,
+    `summed_loss`), the batches, the learning rates and their schedule, and hang schedules,
+    an evaluator (`train.evaluation.Evaluator`: evaluates every `eval_every` steps and at the
+    end, may stop early, and puts the best weights back in the model at the end) and a logger
+    on the loop."""
     from transformers import get_linear_schedule_with_warmup
 
+    hooks = hooks or Hooks()
+    cfg, run_dir, fingerprint = training.cfg, training.run_dir, training.fingerprint
+    loss_fn, on_step, batch_plan = hooks.loss_fn, hooks.on_step, hooks.batch_plan
+    evaluator, on_log = hooks.evaluator, hooks.on_log
     rank, world = accelerator.process_index, accelerator.num_processes
     loss_fn = loss_fn or summed_loss
     lengths = [len(f["input_ids"]) for f in features]
@@ -170,10 +157,10 @@ def fit(
     skeleton = None  # FSDP: the model's structure, to hand back a plain model at the end
     if sharding.wanted(cfg, accelerator):
         model, skeleton = sharding.shard(model, accelerator)  # before the optimizer sees it
-    groups = param_groups(model, cfg.weight_decay, cfg.lr, lr_scales)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, hooks.lr_scales)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused_adamw(groups))
-    if lr_schedule is not None:
-        scheduler = lr_schedule(optimizer, steps)
+    if hooks.lr_schedule is not None:
+        scheduler = hooks.lr_schedule(optimizer, steps)
     else:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
     if skeleton is None:
@@ -182,7 +169,7 @@ def fit(
         optimizer = accelerator.prepare(optimizer)
     pause_sync = accelerator.no_sync if skeleton is None else sharding.no_sync
     state = TrainState(fingerprint=fingerprint)
-    if resume:
+    if training.resume:
         found = checkpoint.latest(run_dir)
         if found is None:
             log.warning("--resume: no checkpoint in %s; starting from the beginning", run_dir)
