@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from conftest import tiny_recipe
+from graftwork import locks
 from graftwork.bundle import atomic, read_manifest
 from graftwork.errors import GraftError
 from graftwork.export import export_bundle
@@ -63,6 +64,18 @@ def free(run_dir) -> bool:
 
 
 # ---------------------------------------------------------------- one run at a time
+
+
+def test_a_lock_held_elsewhere_is_not_taken_and_names_its_holder(holder, tmp_path):
+    path = tmp_path / "tiny" / lock.LOCK_FILE
+    assert locks.take(path, wait=False) is None
+    assert locks.holder(path) == str(holder.pid)
+    holder.kill()
+    holder.wait()
+    fd = locks.take(path, wait=False)  # the kernel dropped the dead holder's lock
+    assert fd is not None and locks.holder(path) == str(os.getpid())
+    locks.release(fd)
+    assert free(tmp_path / "tiny")
 
 
 def test_a_second_run_in_a_held_folder_is_refused_with_the_folder_and_pid(recipe, holder, tmp_path):
