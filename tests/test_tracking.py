@@ -308,3 +308,32 @@ def test_a_variable_in_the_uri_is_used_expanded_and_recorded_as_written(
     finetune.train(recipe)
     found = runs(f"sqlite:///{tmp_path}/mlruns.db")
     assert found.iloc[0]["params.tracking.mlflow.uri"] == "sqlite:///${GRAFT_TEST_DB_X}"
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server answering every request with the status in `server.status`."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's name)
+            self.send_response(httpd.status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+
+
+def test_a_server_that_answers_passes_the_probe_unless_it_fails(server):
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    server.status = 401  # it answers (MLflow's credentials are its own business)
+    to_mlflow.probe(uri)
+    server.status = 503
+    with pytest.raises(GraftError, match="the MLflow server answered 503"):
+        to_mlflow.probe(uri)

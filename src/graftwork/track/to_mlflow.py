@@ -48,6 +48,8 @@ def probe(uri: str) -> None:
             answer = requests.get(
                 uri.rstrip("/") + SEARCH, params={"max_results": 1}, timeout=PROBE_SECONDS
             )
+        except requests.exceptions.SSLError:
+            return  # it answered; MLflow's own TLS settings (MLFLOW_TRACKING_*) decide the rest
         except requests.RequestException as exc:
             raise GraftError(
                 f"tracking.mlflow.uri {shown!r}: no MLflow server answered within "
