@@ -85,12 +85,12 @@ def penalty(terms: list[tuple], strength: float):
     return 0.5 * strength * total
 
 
-def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> dict:
-    """Mean over examples of the squared gradient of −log p(gold | x), per named parameter."""
+def fisher_diagonal(model, features, labels, pad_id: int, names: list[str], loss) -> dict:
+    """Mean over examples of the squared gradient of −log p(gold | x), per named parameter
+    (`loss`: the task's, `tasks.base.Task.loss`)."""
     import torch
 
     from graftwork.data.batching import collate  # torch
-    from graftwork.train.loop import summed_loss  # torch
 
     params = dict(model.named_parameters())
     chosen = [params[n] for n in names]
@@ -99,7 +99,7 @@ def fisher_diagonal(model, features, labels, pad_id: int, names: list[str]) -> d
     for feature, label in zip(features, labels, strict=True):
         batch = collate([feature], pad_id, [label])
         batch = {k: v.to(chosen[0].device) for k, v in batch.items()}
-        grads = torch.autograd.grad(summed_loss(model, batch), chosen, allow_unused=True)
+        grads = torch.autograd.grad(loss(model, batch), chosen, allow_unused=True)
         for name, grad in zip(names, grads, strict=True):
             if grad is not None:
                 fisher[name] += grad.float().pow(2)
@@ -244,7 +244,6 @@ def prepare(recipe, model, splits):
     import torch
 
     from graftwork.inference.predictor import Predictor  # torch
-    from graftwork.train.loop import summed_loss  # torch
 
     config: EwcConfig = recipe.objective
     refuse(recipe.method.type, "ewc", recipe.name, RecipeError)
@@ -268,9 +267,8 @@ def prepare(recipe, model, splits):
     if config.strength > 0:
         features, labels = training_sample(task_a, config.fisher_examples, recipe.train.seed)
         names = [name for name, _ in shared]
-        fisher = fisher_diagonal(
-            previous_model, features, labels, task_a.tokenizer.pad_token_id, names
-        )
+        pad_id = task_a.tokenizer.pad_token_id
+        fisher = fisher_diagonal(previous_model, features, labels, pad_id, names, task_a.task.loss)
         terms = [(p, theirs[n].detach(), fisher[n]) for n, p in shared]
         values = torch.cat([f.reshape(-1) for f in fisher.values()])
         info.update(
@@ -290,7 +288,7 @@ def prepare(recipe, model, splits):
     def loss_fn(train_model, batch: dict):
         labels = batch["labels"]
         count = int((labels != IGNORE).sum()) if labels.dim() > 1 else labels.shape[0]
-        loss = summed_loss(train_model, batch)
+        loss = splits.task.loss(train_model, batch)
         if not terms:
             return loss
         if terms[0][1].device != terms[0][0].device:  # the accelerator moved the model

@@ -56,7 +56,7 @@ def measure(
     artifacts = base.manifest.artifacts
     examples = read_examples(data, base.task_config, base.data_config, shown=shown).examples
     metric = headline(base.task_config.type)
-    texts = [e["text"] if "text" in e else " ".join(e["tokens"]) for e in examples]
+    texts = [base.task.to_text(e, base.task_config) for e in examples]
     for backend in ("torch", *[a for a in ("onnx-fp32", "onnx-int8") if a in artifacts]):
         predictor = base if backend == "torch" else Predictor(bundle, backend=backend)
         best = float("inf")

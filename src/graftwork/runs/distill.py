@@ -98,14 +98,17 @@ def _pseudo_labelled(teacher_pred, path: str) -> list[dict]:
     lines = text_lines(file, "compress.distill.unlabeled: " + str(file))
     texts = [line.strip() for line in lines if line.strip()]
     answers = teacher_pred.predict(texts)
+    key = teacher_pred.task.LABEL_KEY  # the field of an answer that is a training label
+    if not key:
+        raise GraftError(
+            f"compress.distill.unlabeled: a {teacher_pred.task_config.type} teacher's answers "
+            "are no labels to train a student on; leave compress.distill.unlabeled out"
+        )
     examples = []
     for number, (text, answer) in enumerate(zip(texts, answers, strict=True), start=1):
         example = teacher_pred.task.from_text(text)
         example["line"] = number
-        if "tags" in answer:
-            example["tags"] = answer["tags"]
-        else:
-            example["label"] = answer["label"]
+        example[key] = answer[key]
         examples.append(example)
     log.info("labelled %d unlabelled texts from %s with the teacher", len(examples), file)
     return examples

@@ -47,7 +47,6 @@ from graftwork.runs.stages import (
     train_and_save,
 )
 from graftwork.train.hooks import Hooks
-from graftwork.train.loop import summed_loss
 
 log = logging.getLogger("graftwork")
 
@@ -164,7 +163,7 @@ def train(recipe, accelerator, resume: bool = False, on_eval=None):
 
     def loss_fn(container, batch):
         task = names[int(batch.pop("task"))]
-        return summed_loss(container.heads[task], batch)
+        return splits[task].task.loss(container.heads[task], batch)
 
     def evaluate(container) -> dict:
         per_task = {n: evaluate_splits(container.heads[n], splits[n], subs[n]) for n in names}

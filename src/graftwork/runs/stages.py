@@ -143,6 +143,7 @@ def train_and_save(
         training = Training(cfg, run_dir, checkpoint.fingerprint(recipe, FINGERPRINT), resume)
         loop_hooks = replace(
             hooks,
+            loss_fn=hooks.loss_fn or splits.task.loss,
             evaluator=evaluator(recipe, accelerator, splits, evaluate, tracker.chain(on_eval)),
             on_log=tracker.on_log if tracker.active else None,
         )

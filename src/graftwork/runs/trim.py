@@ -33,6 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from graftwork import registry
 from graftwork.backbones.load import load_tokenizer, resolve
 from graftwork.bundle import MANIFEST, atomic, read_manifest, write_bundle
 from graftwork.config.recipe import BackboneConfig, DataConfig, TaskConfig
@@ -87,7 +88,7 @@ def corpus_texts(paths: list[Path], fmt: str = "auto", text: str = "sentence") -
         if fmt == "conll":
             data = DataConfig(format="conll", on_bad_rows="skip")
             examples = read_examples(path, TaskConfig(type="ner"), data, require_labels=False)
-            texts += [" ".join(e["tokens"]) for e in examples.examples]
+            texts += [registry.task("ner").to_text(e) for e in examples.examples]
         else:
             texts += read_documents(Path(path), text, header=True)
     return texts

@@ -76,6 +76,14 @@ class Task(Protocol):
     def report_sections(self, metrics: dict) -> list[str]:
         """HTML sections of the run report for one split's metrics (beyond the metric table)."""
 
+    def loss(self, model, batch: dict) -> Any:
+        """The training loss of `model` on `batch` (its `labels` popped), summed over the
+        labelled items (one of `tasks.losses`' functions)."""
+
+    def to_text(self, example: dict, task: Any = None) -> Any:
+        """The raw input `from_text` makes this example from (without its gold): what predict
+        takes, e.g. to time a model on a labelled file."""
+
 
 def headline(task_name: str) -> str:
     """The metric that ranks models of `task_name`."""

@@ -45,6 +45,7 @@ from graftwork.data.encode import IGNORE
 from graftwork.data.readers import _json_records
 from graftwork.errors import DataError
 from graftwork.tasks import generation as gen
+from graftwork.tasks import losses
 from graftwork.tasks.html import table
 
 LABEL_KEY = ""  # no label vocabulary: the gold is each example's response text
@@ -185,6 +186,16 @@ def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list
 def from_text(text: str, task=None) -> dict:
     prefix = task.prefix if task is not None else ""
     return {"messages": [{"role": "user", "content": prefix + text}], "response": None, "line": 0}
+
+
+loss = losses.logits_loss  # the training loss (`tasks.base.Task.loss`)
+
+
+def to_text(example: dict, task=None) -> str:
+    """The last user message, without the `task.prefix` the reader put before it."""
+    content = [m["content"] for m in example["messages"] if m["role"] == "user"][-1]
+    prefix = task.prefix if task is not None else ""
+    return content[len(prefix) :] if prefix and content.startswith(prefix) else content
 
 
 # ---------------------------------------------------------------- encoding

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from graftwork.data import readers, windows
 from graftwork.data.encode import encode_texts, label_ids
 from graftwork.data.labels import name_labels
-from graftwork.tasks import softmax
+from graftwork.tasks import losses, softmax
 from graftwork.tasks.html import pyplot, svg
 
 LABEL_KEY = "label"
@@ -73,6 +73,13 @@ def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list
 
 def from_text(text: str, task=None) -> dict:
     return {"text": text, "text_pair": None, "label": None, "line": 0}
+
+
+loss = losses.logits_loss  # the training loss (`tasks.base.Task.loss`)
+
+
+def to_text(example: dict, task=None) -> str:
+    return example["text"]
 
 
 def encode(tokenizer, examples, label2id, max_length: int, path: Path | str):

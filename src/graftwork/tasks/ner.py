@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from graftwork.data import readers, windows
 from graftwork.data.encode import encode_words, first_piece_labels, first_pieces, label_ids
-from graftwork.tasks import softmax
+from graftwork.tasks import losses, softmax
 from graftwork.tasks.html import table
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
@@ -84,6 +84,13 @@ def from_text(text: str, task=None) -> dict:
         "tags": None,
         "line": 0,
     }
+
+
+loss = losses.logits_loss  # the training loss (`tasks.base.Task.loss`)
+
+
+def to_text(example: dict, task=None) -> str:
+    return example.get("text") or " ".join(example["tokens"])
 
 
 def encode(tokenizer, examples, label2id, max_length: int, path: Path | str):

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from graftwork.data import readers, squad, windows
 from graftwork.data.encode import model_inputs
 from graftwork.errors import DataError, GraftError
-from graftwork.tasks import softmax
+from graftwork.tasks import losses, softmax
 from graftwork.tasks.html import table
 from graftwork.tasks.squad_metric import squad_scores
 
@@ -140,6 +140,13 @@ def from_text(text, task=None) -> dict:
         "where": "input",
         "options": options(task),
     }
+
+
+loss = losses.span_loss  # the training loss (`tasks.base.Task.loss`)
+
+
+def to_text(example: dict, task=None) -> dict:
+    return {"question": example["question"], "context": example["context"]}
 
 
 def _stride(example: dict, stride: int) -> int:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from graftwork.data import pairs
 from graftwork.errors import DataError
+from graftwork.tasks import losses
 from graftwork.tasks.generation import settings
 from graftwork.tasks.html import table
 
@@ -114,6 +115,13 @@ def label_set(examples: list[dict], names: dict[str, str] | None = None) -> list
 def from_text(text: str, task=None) -> dict:
     prefix = task.prefix if task is not None else ""
     return {"source": text, "target": None, "prefix": prefix, "line": 0}
+
+
+loss = losses.seq2seq_loss  # the training loss (`tasks.base.Task.loss`)
+
+
+def to_text(example: dict, task=None) -> str:
+    return example["source"]
 
 
 def sources(tokenizer, examples: list[dict], max_length: int) -> list[dict]:

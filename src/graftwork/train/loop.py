@@ -5,7 +5,8 @@ data parallelism through `accelerate`. Batches are length-grouped; in data-paral
 process takes an interleaved share of the same global batch, so N processes see exactly the
 examples one process would, and the averaged gradient is the one-process gradient.
 The epoch's batch order is a pure function of (seed, epoch), which is what makes resume exact.
-What it leaves out: evaluation and saving the result (see `runs/finetune.py`).
+The default loss is cross-entropy of the logits; a run passes its task's (`tasks.base.Task.loss`).
+What it leaves out: evaluation and saving the result (see `runs/stages.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch
 from graftwork.config.recipe import TrainConfig
 from graftwork.data.batching import collate, training_batches
 from graftwork.data.encode import IGNORE
+from graftwork.tasks.losses import logits_loss as summed_loss
+from graftwork.tasks.losses import summed_cross_entropy  # noqa: F401  (re-exported)
 from graftwork.train import checkpoint, sharding
 from graftwork.train.checkpoint import TrainState
 from graftwork.train.hooks import Hooks, Training
@@ -79,36 +82,6 @@ def labelled(labels: list) -> int:
     return len(labels)
 
 
-def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over labelled items (positions marked IGNORE do not count):
-    logits (..., labels), labels (...)."""
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-
-
-def summed_loss(model, batch: dict) -> torch.Tensor:
-    """`summed_cross_entropy` of the model's logits for `batch` (its labels popped). A span
-    head (extractive QA) has labels (start, end) per row: the cross-entropy over positions of
-    the start and of the end, halved (transformers' QA loss, summed over rows), padding masked."""
-    labels = batch.pop("labels")
-    inner = getattr(model, "module", model)  # the model inside data-parallel training
-    if getattr(inner.config, "is_encoder_decoder", False):  # teacher forcing: the decoder reads
-        # the labels shifted right after its start token (as the model does when given labels)
-        batch["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
-    out = model(**batch)
-    if getattr(out, "start_logits", None) is not None:
-        spans = torch.stack((out.start_logits, out.end_logits), dim=1).float()  # (batch, 2, tokens)
-        # padding is not a position of the text: without this, how far a batch is padded (its
-        # longest row, or a process's share of it) would change every row's softmax
-        padding = batch["attention_mask"][:, None, :] == 0
-        return summed_cross_entropy(spans.masked_fill(padding, -1e9), labels) / 2
-    return summed_cross_entropy(out.logits, labels)
-
-
 def out_of_time(deadline: float, state: TrainState, steps: int, accelerator) -> bool:
     """`train.max_minutes` is up (every process decides the same, from the main one's clock)."""
     if deadline == math.inf or state.step >= steps:
@@ -140,10 +113,10 @@ def fit(
     says; returns (the prepared model, the final TrainState, examples/s).
 
     `hooks` (`train.hooks.Hooks`) change the loss (default: cross-entropy of the logits,
-    `summed_loss`), the batches, the learning rates and their schedule, and hang schedules,
-    an evaluator (`train.evaluation.Evaluator`: evaluates every `eval_every` steps and at the
-    end, may stop early, and puts the best weights back in the model at the end) and a logger
-    on the loop."""
+    `summed_loss`; a run passes its task's `loss`), the batches, the learning rates and their
+    schedule, and hang schedules, an evaluator (`train.evaluation.Evaluator`: evaluates every
+    `eval_every` steps and at the end, may stop early, and puts the best weights back in the
+    model at the end) and a logger on the loop."""
     from transformers import get_linear_schedule_with_warmup
 
     hooks = hooks or Hooks()
