@@ -44,11 +44,13 @@ OBJECTIVES = {
 
 # inference backends, in the order `auto` prefers them among those a bundle holds
 BACKENDS = {
+    "openvino-int8": "graftwork.inference.openvino",
     "onnx-int8": "graftwork.inference.onnx",
+    "openvino-fp32": "graftwork.inference.openvino",
     "onnx-fp32": "graftwork.inference.onnx",
     "torch": "graftwork.inference.pytorch",
 }
-BACKEND_ALIASES = {"onnx": "onnx-fp32"}
+BACKEND_ALIASES = {"onnx": "onnx-fp32", "openvino": "openvino-fp32"}
 
 KINDS = {"task": TASKS, "method": METHODS, "objective": OBJECTIVES, "backend": BACKENDS}
 

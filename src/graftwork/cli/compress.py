@@ -15,6 +15,7 @@ from graftwork.backbones.quiet import quiet_libraries
 from graftwork.bundle import read_manifest
 from graftwork.cli import render
 from graftwork.cli.inputs import OVERRIDES, RESUME
+from graftwork.config.compress import MAX_DROP
 from graftwork.errors import GraftError
 from graftwork.export import export_bundle
 from graftwork.runs.distill import distill as run_distill
@@ -70,10 +71,24 @@ def export(
     ),
     data: Path = typer.Option(None, "--data", help="Labelled file for the parity check."),
     limit: int = typer.Option(None, "--limit", min=1, help="Check on the first N examples."),
+    openvino: bool = typer.Option(
+        False, "--openvino", help="Also write OpenVINO IRs (FP32; static INT8 with --int8)."
+    ),
+    max_drop: float = typer.Option(
+        MAX_DROP,
+        "--max-drop",
+        min=0.0,
+        help="INT8 accuracy budget: points of the headline metric an INT8 artifact may lose "
+        "on the check examples (OpenVINO keeps operations in FP32 to stay within it; auto "
+        "serves no artifact over it).",
+    ),
 ):
-    """Export to ONNX (+ INT8), check parity on real examples, record it in the manifest."""
+    """Export to ONNX (+ INT8) and OpenVINO, check parity on real examples, record it in the
+    manifest."""
     if not onnx:
-        raise GraftError("ONNX is the only export format; drop --no-onnx")
+        raise GraftError("ONNX is the base of every export; drop --no-onnx")
     quiet_libraries()
-    artifacts = export_bundle(bundle, int8, keep_attention_fp32, data, limit)
+    artifacts = export_bundle(
+        bundle, int8, keep_attention_fp32, data, limit, openvino=openvino, max_drop=max_drop
+    )
     render.exports(f"{bundle}: exports", artifacts)

@@ -18,7 +18,7 @@ from graftwork.cli import render
 from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, iter_texts
 from graftwork.data.blank import blank_field, blank_message
 from graftwork.errors import GraftError
-from graftwork.inference.predictor import load
+from graftwork.inference.predictor import auto_backend, load
 
 
 def evaluate(
@@ -134,5 +134,8 @@ def _refuse_blank(where: str, item) -> None:
 
 
 def info(bundle: Path = typer.Argument(..., help="A bundle folder.")):
-    """Show what a bundle holds: task, labels, method, metrics, files."""
-    render.manifest(read_manifest(bundle))
+    """Show what a bundle holds: task, labels, method, metrics, artifacts, files, and the
+    backend `auto` serves it with (and why the faster ones are passed over)."""
+    manifest = read_manifest(bundle)
+    render.manifest(manifest)
+    render.served_by(*auto_backend(manifest))

@@ -150,12 +150,24 @@ def exports(title: str, artifacts: dict[str, dict]) -> None:
             info["path"],
             f"{info['max_abs_logit_diff']:.2e}",
             f"{info['label_agreement']:.4f}",
-            f"{info['change_points']:+.2f} pts" if "change_points" in info else "-",
+            _change(info),
         )
         for info in artifacts.values()
     ]
     columns = ("artifact", "max |Δlogit|", "label agreement", "metric change")
     table(title, columns, rows)
+
+
+def _change(info: dict) -> str:
+    """An INT8 artifact's metric change, its budget and the operations kept in FP32."""
+    if "change_points" not in info:
+        return "-"
+    shown = f"{info['change_points']:+.2f} pts"
+    if "max_drop" in info:
+        shown += f" (budget -{info['max_drop']:.2f})"
+    if info.get("kept_fp32"):
+        shown += f", {len(info['kept_fp32'])} ops kept FP32"
+    return shown
 
 
 def parity(artifact: dict) -> str:
@@ -192,6 +204,11 @@ def manifest(manifest: dict) -> None:
     shown.append(f"files: {', '.join(manifest.get('files', {}))}")
     shown.append(f"versions: {manifest.get('versions')}")
     lines(shown)
+
+
+def served_by(backend: str, passed: list[str]) -> None:
+    """`graft info`: which backend `auto` picks, and why it passes over the ones before it."""
+    lines([f"auto serves it with: {backend}", *(f"  passed over {why}" for why in passed)])
 
 
 def comparison(title: str, columns: Sequence[str], rows, folder) -> None:

@@ -35,9 +35,16 @@ class PruneConfig(_Section):
     max_examples: int | None = Field(None, ge=1, description="Sample for importance/recovery.")
 
 
+# the INT8 accuracy budget: points of the headline metric an INT8 artifact may lose on the
+# export's check examples, and still be served by `auto`
+MAX_DROP = 0.5
+
+
 class ExportConfig(_Section):
     int8: bool = True
     keep_attention_fp32: bool = False
+    openvino: bool = False
+    max_drop: float = Field(MAX_DROP, ge=0)
 
 
 class CompressConfig(_Section):

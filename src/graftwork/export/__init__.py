@@ -1,4 +1,10 @@
-"""Export a bundle to ONNX (FP32, optionally INT8) and record parity in its manifest.
+"""Export a bundle to ONNX (FP32, optionally INT8) and OpenVINO IR (FP32, optionally static
+INT8: `export.openvino`), and record parity in its manifest.
+
+An INT8 artifact records its change of the headline metric on the check examples and the
+accuracy budget it was made for (`max_drop`, points); the OpenVINO INT8 export keeps the most
+harmful operations in FP32 until the change is within the budget, and `auto` serves no
+artifact whose recorded change is over its budget (`inference.predictor`).
 
 The ONNX files are made in a working folder beside the bundle (`atomic.scratch`), then the
 bundle is rewritten with them (`write_bundle`): a failed or killed export leaves the bundle as
@@ -12,10 +18,12 @@ import logging
 from pathlib import Path
 
 from graftwork.bundle import atomic, write_bundle
+from graftwork.config.compress import MAX_DROP
 from graftwork.config.recipe import load_recipe
 from graftwork.data.readers import read_examples
 from graftwork.errors import GraftError
 from graftwork.export import onnx as onnx_export
+from graftwork.export import openvino as ov_export
 from graftwork.inference.forward import logits_for, torch_forward
 from graftwork.inference.onnx import forward_for
 from graftwork.inference.predictor import Predictor
@@ -54,8 +62,11 @@ def export_bundle(
     data: Path | None = None,
     limit: int | None = None,
     threads: int | None = None,
+    openvino: bool = False,
+    max_drop: float = MAX_DROP,
 ) -> dict:
-    """Add onnx/model.onnx (and onnx/model-int8.onnx) to `bundle`; returns the parity report."""
+    """Add onnx/model.onnx (and onnx/model-int8.onnx; with `openvino`, the IRs under
+    openvino/) to `bundle`; returns the parity report. `max_drop`: the INT8 accuracy budget."""
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
     refuse(predictor.manifest.method, "export", bundle, task=predictor.manifest.task)
@@ -70,7 +81,7 @@ def export_bundle(
     artifacts = {}
 
     def needed() -> int:  # about the bytes the ONNX files take (said when the disk is full)
-        return int(tensor_bytes(predictor.model) * (1.25 if int8 else 1.0))
+        return int(tensor_bytes(predictor.model) * (1.25 if int8 else 1.0) * (2 if openvino else 1))
 
     # the ONNX files are made beside the bundle, removed however the export ends
     with atomic.scratch(bundle, needed) as work:
@@ -108,16 +119,31 @@ def export_bundle(
                 "pytorch": score,
                 "int8": q_score,
                 "change_points": 100 * (q_score - score),
+                "max_drop": max_drop,
             }
+        if openvino:
+            check = {
+                "examples": examples,
+                "features": features,
+                "labels": labels,
+                "reference": reference,
+                "score": score,
+                "metric": metric,
+                "shown": data_shown,
+            }
+            artifacts.update(
+                ov_export.export_openvino(work, eager, predictor, check, int8, max_drop, threads)
+            )
         for info in artifacts.values():
             info["checked_on"] = f"{len(examples)} examples of {data_shown}"
 
         def write(tmp: Path) -> None:
             for rel in predictor.manifest.files:
-                if not rel.startswith(onnx_export.ONNX_DIR + "/"):
+                if not rel.startswith((onnx_export.ONNX_DIR + "/", ov_export.OPENVINO_DIR + "/")):
                     onnx_export.link_or_copy(bundle / rel, tmp / rel)
             for info in artifacts.values():
-                onnx_export.link_or_copy(work / Path(info["path"]).name, tmp / info["path"])
+                for rel in info.get("files", [info["path"]]):
+                    onnx_export.link_or_copy(work / Path(rel).name, tmp / rel)
 
         manifest = {
             k: v

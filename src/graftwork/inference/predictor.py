@@ -26,6 +26,7 @@ from graftwork.backbones.quiet import quiet
 from graftwork.backbones.surgery import apply_pruning
 from graftwork.bundle import read_manifest
 from graftwork.bundle.tasks import task_folder
+from graftwork.config.compress import MAX_DROP
 from graftwork.config.recipe import DataConfig, TaskConfig
 from graftwork.data import windows
 from graftwork.data.blank import NEEDS, blank_part, blank_text  # blank_text: serve imports it here
@@ -38,6 +39,35 @@ Backend = str  # "auto" or a name in graftwork.registry.BACKENDS (or an alias)
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per inference batch
 # the end of "inputs[3] …" for a blank text (`data.blank.blank_message` words the others)
 EMPTY = f"is empty or only whitespace; {NEEDS['text']}"
+
+
+def within_budget(artifact: dict) -> bool:
+    """Whether an artifact's recorded change of the headline metric (points, on the export's
+    check examples) is within the budget it was exported for (`max_drop`; older exports: the
+    default). Artifacts without a recorded change (FP32, PyTorch) are always within."""
+    change = artifact.get("change_points")
+    return change is None or -change <= artifact.get("max_drop", MAX_DROP) + 1e-9
+
+
+def auto_backend(manifest) -> tuple[str, list[str]]:
+    """The backend `auto` serves a bundle with (the first registered one it holds, can run
+    here, and whose recorded change is within its budget), and why each one before it was
+    passed over."""
+    passed = []
+    for name in registry.BACKENDS:
+        artifact = manifest.artifacts.get(name, {})
+        if not registry.backend(name).available(manifest, name):
+            if artifact:
+                passed.append(f"{name}: its runtime is not installed here")
+        elif not within_budget(artifact):
+            passed.append(
+                f"{name}: changes {artifact.get('metric', 'the metric')} by "
+                f"{artifact['change_points']:+.2f} points, over its budget of "
+                f"{artifact.get('max_drop', MAX_DROP):.2f}"
+            )
+        else:
+            return name, passed
+    raise BundleError(f"no backend can serve {manifest.get('name')}")  # torch always can
 
 
 class Predictor:
@@ -84,16 +114,20 @@ class Predictor:
         self.forward = registry.backend(self.backend).load(self, self.backend, threads)
 
     def _choose(self, backend: str) -> str:
-        """`auto`: the first registered backend the bundle holds; else the one named."""
+        """`auto`: the first registered backend the bundle holds whose recorded accuracy change
+        is within its budget (`within_budget`); else the one named."""
         if backend == "auto":
-            return next(
-                n for n in registry.BACKENDS if registry.backend(n).available(self.manifest, n)
-            )
+            return auto_backend(self.manifest)[0]
         name = registry.backend_name(backend)
         if not registry.backend(name).available(self.manifest, name):
+            openvino = name.startswith("openvino")
+            flags = ("--openvino" if openvino else "--onnx") + (
+                " --int8" if name.endswith("int8") else ""
+            )
+            needs = " (and pip install 'graftwork[openvino]')" if openvino else ""
             raise BundleError(
-                f"bundle {self.path} has no {name} artifact; run `graft export {self.path} "
-                f"--onnx{' --int8' if name == 'onnx-int8' else ''}` first, or use backend 'auto'"
+                f"bundle {self.path} has no {name} artifact it can run here; run `graft export "
+                f"{self.path} {flags}` first{needs}, or use backend 'auto'"
             )
         return name
 

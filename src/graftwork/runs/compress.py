@@ -37,7 +37,14 @@ def run_compress(recipe, trained: Path) -> list[dict]:
         current = target
         stages.append(("pruned", current))
     if cfg.export is not None:
-        export_bundle(current, cfg.export.int8, cfg.export.keep_attention_fp32)
+        export = cfg.export
+        export_bundle(
+            current,
+            export.int8,
+            export.keep_attention_fp32,
+            openvino=export.openvino,
+            max_drop=export.max_drop,
+        )
     eval_path = recipe.data_path("eval")
     if eval_path is None:
         return []
