@@ -35,7 +35,7 @@ def load(
     """Load a bundle for prediction and evaluation (backend: auto picks its fastest artifact;
     adapter: which of an adapter bundle's adapters is active, default the one it was trained
     with; task: which task of a multi-task bundle answers, default the first)."""
-    from graftwork.inference.predictor import load as _load
+    from graftwork.inference.predictor import load as _load  # torch
 
     return _load(
         bundle, verify=verify, threads=threads, backend=backend, adapter=adapter, task=task

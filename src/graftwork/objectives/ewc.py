@@ -156,7 +156,7 @@ def shared_parameters(model, previous_model, where: Path) -> list[tuple]:
 
 def training_sample(predictor, n: int, seed: int):
     """Up to `n` of task A's own training examples (seeded), encoded with A's label map."""
-    from graftwork.config.recipe import load_recipe  # here: the recipe imports this module
+    from graftwork.config.recipe import load_recipe  # registry: the schema imports this module
     from graftwork.data.sampling import subsample  # torch
 
     recipe_a = load_recipe(predictor.manifest["recipe"])
@@ -182,7 +182,7 @@ def forgetting(previous: Path, bundle: Path, batch_size: int = 64) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from graftwork.config.recipe import load_recipe  # here: the recipe imports this module
+    from graftwork.config.recipe import load_recipe  # registry: the schema imports this module
     from graftwork.inference.forward import evaluate_sets, torch_forward  # torch
     from graftwork.inference.predictor import Predictor  # torch
 

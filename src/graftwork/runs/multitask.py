@@ -82,7 +82,7 @@ def sampling_weights(sizes: list[int], config: MultiTaskConfig) -> list[float]:
 
 def batch_plan(task_lengths: list[list[int]], cfg, config: MultiTaskConfig):
     """`plan(epoch)`: the epoch's single-task batches of global example indices."""
-    from graftwork.data.batching import training_batches
+    from graftwork.data.batching import training_batches  # torch
 
     offsets = [0]
     for lengths in task_lengths:

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from graftwork.bundle import atomic
 from graftwork.errors import GraftError
 from graftwork.train import checkpoint, sharding
 
@@ -175,8 +176,6 @@ class Evaluator:
 
     def _save_best(self, model, state) -> None:
         from safetensors.torch import save_file, save_model
-
-        from graftwork.bundle import atomic
 
         weights = sharding.full_state(model) if sharding.is_sharded(model) else None
         if not self.accelerator.is_main_process:
