@@ -77,9 +77,19 @@ def test_bad_translators_ner_examples_and_bad_bands_are_refused():
     with pytest.raises(GraftError, match="returned 0 text\\(s\\) for 1"):
         back_translate(examples, lambda t: [], lambda t: t)
     with pytest.raises(DataError, match="NER labels are per word"):
-        back_translate([{"words": ["EU"], "tags": ["B-ORG"]} | examples[0]], str, str)
+        back_translate([{"tokens": ["EU"], "tags": ["B-ORG"]}], str, str, task="ner")
     with pytest.raises(GraftError, match="min_similarity"):
         back_translate(examples, str, str, 0.9, 0.5)
+
+
+def test_sentence_pairs_are_refused_before_anything_is_translated():
+    pair = rows(("a good film", "positive"))[0] | {"text_pair": "a fine cast"}
+
+    def never(texts):
+        raise AssertionError("translated")
+
+    with pytest.raises(DataError, match="sentence pairs"):
+        back_translate([pair], never, never)
 
 
 @pytest.fixture(scope="module")

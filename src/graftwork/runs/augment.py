@@ -12,10 +12,11 @@ text it came from when it is
 `Augmented.counts` records how many texts went out and why each one that did not come back was
 dropped; the examples themselves carry `augmented_from` (the source text).
 
-Classification only: an NER example's labels are per word, and a translation round trip
-changes the words and their order, so labels cannot be carried honestly without an alignment
-model (projecting spans through word alignments is a method of its own); sentence pairs are
-left out too (the two texts would be translated apart).
+Tasks with a `rewrite` only (`tasks.base`; classification): an NER example's labels are per
+word, and a translation round trip changes the words and their order, so labels cannot be
+carried honestly without an alignment model (projecting spans through word alignments is a
+method of its own); sentence pairs are left out too (the two texts would be translated
+apart).
 
 `graft augment RECIPE --back-translate --via de --to-pivot BUNDLE --from-pivot BUNDLE --output
 FILE` (`augment_recipe`) reads the recipe's training data, translates with two models
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from graftwork import registry
 from graftwork.bundle import atomic
 from graftwork.config.recipe import load_recipe
 from graftwork.data.readers import read_examples
@@ -85,20 +87,25 @@ def back_translate(
     from_pivot: Translator,
     min_similarity: float = 0.3,
     max_similarity: float = 0.95,
+    task: str = "classification",
 ) -> Augmented:
-    """New examples from the round trips of `examples`' texts (see the module docstring)."""
+    """New examples from the round trips of `examples`' texts (see the module docstring); the
+    `task`'s `rewrite` makes each (a task without one keeps no label through a round trip)."""
     if not 0 <= min_similarity <= max_similarity <= 1:
         raise GraftError(
             f"back-translation: need 0 ≤ min_similarity ({min_similarity}) ≤ max_similarity "
             f"({max_similarity}) ≤ 1"
         )
-    if any(e.get("text_pair") is not None for e in examples):
-        raise DataError("back-translation takes single texts; these examples are sentence pairs")
-    if any("tags" in e for e in examples):
+    kind = registry.task(task)
+    rewrite = getattr(kind, "rewrite", None)
+    if rewrite is None:
         raise DataError(
-            "back-translation keeps one label per text; NER labels are per word and a round "
-            "trip changes the words, so they cannot be carried (see graftwork.runs.augment)"
+            f"back-translation keeps one label per text; {task} labels are tied to the words "
+            "(NER labels are per word, QA answers are spans), and a round trip changes the "
+            "words, so they cannot be carried (see graftwork.runs.augment)"
         )
+    for example in examples:  # refused now, before any translation: e.g. a sentence pair
+        rewrite(example, kind.to_text(example))
     first: dict[str, dict] = {}  # folded text → its first example
     for example in examples:
         first.setdefault(folded(example["text"]), example)
@@ -122,7 +129,7 @@ def back_translate(
         else:
             reason = "added"
             seen.add(key)
-            kept.append({**source, "text": text.strip(), "augmented_from": source["text"]})
+            kept.append({**rewrite(source, text.strip()), "augmented_from": source["text"]})
         counts[reason] += 1
     return Augmented(kept, counts)
 
@@ -155,7 +162,7 @@ def augment_recipe(
     `output` (a TSV in the recipe's columns) and the counts beside it; the counts."""
     recipe = load_recipe(recipe)
     task = recipe.task
-    if task.type != "classification" or task.text_pair is not None:
+    if not hasattr(registry.task(task.type), "rewrite") or task.text_pair is not None:
         raise RecipeError(
             f"recipe {recipe.name}: back-translation augments single-text classification "
             f"(task {task.type}{', text_pair' if task.text_pair else ''}); NER labels are per "
@@ -170,7 +177,7 @@ def augment_recipe(
     if path is None:
         raise RecipeError(f"recipe {recipe.name}: data.train is required; give a file path")
     examples = read_examples(path, task, recipe.data).examples
-    done = back_translate(examples, to_pivot, from_pivot, min_similarity, max_similarity)
+    done = back_translate(examples, to_pivot, from_pivot, min_similarity, max_similarity, task.type)
     raw = {name: value for value, name in task.label_names.items()}  # back to the file's labels
     lines = [f"{task.label}\t{task.text}"] + [
         f"{raw.get(e['label'], e['label'])}\t{' '.join(e['text'].split())}"

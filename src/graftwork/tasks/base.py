@@ -18,8 +18,10 @@ Optional members, for tasks that need them (seq2seq has each): `generate(model, 
 generation)`, a forward that generates (its "logits" are the generated answers;
 `inference.forward.task_forward`); `METHODS` and `OBJECTIVES`, the only ones the task trains
 with (others are refused when the recipe is validated); `REFUSES`, stage → why the stage
-cannot take the task's bundles (`methods.base.refuse`). An empty `LABEL_KEY` says the task has
-no label vocabulary (its gold is read from the examples).
+cannot take the task's bundles (`methods.base.refuse`); `rewrite(example, text)`, the example
+with a new wording of its text and its gold kept (back-translation, `runs.augment`: a task
+without it, whose gold is tied to the words, is not augmented). An empty `LABEL_KEY` says the
+task has no label vocabulary (its gold is read from the examples).
 """
 
 from __future__ import annotations

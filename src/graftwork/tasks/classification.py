@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from graftwork.data import readers, windows
 from graftwork.data.encode import encode_texts, label_ids
 from graftwork.data.labels import name_labels
+from graftwork.errors import DataError
 from graftwork.tasks import losses, softmax
 from graftwork.tasks.html import pyplot, svg
 
@@ -80,6 +81,13 @@ loss = losses.logits_loss  # the training loss (`tasks.base.Task.loss`)
 
 def to_text(example: dict, task=None) -> str:
     return example["text"]
+
+
+def rewrite(example: dict, text: str) -> dict:
+    """The example with a new wording of its text and the same label (back-translation)."""
+    if example.get("text_pair") is not None:
+        raise DataError("back-translation takes single texts; these examples are sentence pairs")
+    return {**example, "text": text}
 
 
 def encode(tokenizer, examples, label2id, max_length: int, path: Path | str):
