@@ -6,8 +6,9 @@ the importing module to the imported one (`from graftwork.runs import lock` is a
 `graftwork.runs.lock` when that is a module, else to the package `graftwork.runs`). The
 graph must have no cycle: a circle hidden behind function-level imports is still a circle,
 one that only shows when the function runs. Importing a module also runs its packages'
-`__init__`; those implicit edges are left out, as the package files hold no code that
-reaches back (the contract of layers in pyproject.toml keeps it so).
+`__init__`; those implicit edges are left out: the top package's `graftwork.run` and
+`graftwork.load` reach the runs and the predictor only when called, once everything they
+need has been imported, and the layer contract (pyproject.toml) keeps the others below.
 
 An import of a graftwork module inside a function is only there to defer torch (or another
 heavy dependency) until the function runs, and says so on its line: `# torch`, or `# optional`
