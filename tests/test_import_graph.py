@@ -90,14 +90,7 @@ MARKERS = ("# torch", "# optional", "# registry")
 
 # function-level imports without a marker, in files of other work in progress (issue 23):
 # each is to get its marker or move to the top of its module, and then leave this list
-UNMARKED = {
-    ("cli/models.py", "graftwork.inference.stream"),
-    ("runs/select.py", "graftwork.data.batching"),
-    ("track/__init__.py", "graftwork.track.to_mlflow"),
-    ("track/__init__.py", "graftwork.track.to_tensorboard"),
-    ("track/__init__.py", "graftwork.track.to_wandb"),
-    ("track/mlflow_model.py", "graftwork.inference.predictor"),
-}
+UNMARKED: set[tuple[str, str]] = set()
 
 
 def unmarked_function_imports() -> set[tuple[str, str]]:

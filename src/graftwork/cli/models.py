@@ -19,6 +19,7 @@ from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, iter_texts
 from graftwork.data.blank import blank_field, blank_message
 from graftwork.errors import GraftError
 from graftwork.inference.predictor import auto_backend, load
+from graftwork.inference.stream import predict_stream
 
 
 def evaluate(
@@ -100,8 +101,6 @@ def predict(
 def _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task) -> None:
     """`graft predict --input --output`: check every text first (a bad line is refused before
     the bundle loads), then answer them chunk by chunk into `output`."""
-    from graftwork.inference.stream import predict_stream
-
     total = 0
     for number, text in iter_texts(input):
         _refuse_blank(f"--input {input}, line {number}", text)

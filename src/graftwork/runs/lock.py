@@ -9,7 +9,7 @@ never blocks the next one, and the lock file (which stays) means nothing on its 
 In a data-parallel run only the main process writes the folder, so only it locks; it tells
 the other processes whether it got the lock, and all of them stop together when it did not.
 
-The lock is taken by `hold` (called by `runs.finetune.start`, after which the run may write
+The lock is taken by `hold` (called by `runs.lifecycle.start`, after which the run may write
 the folder) and kept until the outermost function marked `@whole_run` returns or fails:
 `graft run` keeps it through training, compression and the report, and a stage it calls
 (`train`, the student's `distill`) adds its own folder's lock to the same span. Code that

@@ -159,7 +159,7 @@ class EmbeddingScorer:
     def vectors(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        from graftwork.data.batching import inference_batches
+        from graftwork.data.batching import inference_batches  # torch
 
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         lengths = [len(ids) for ids in enc["input_ids"]]

@@ -2,7 +2,7 @@
 
 A tracked run's record spans the outermost function marked `@whole_run` (`graft run` keeps
 it open through training, compression and the report): `begin` (called by
-`runs.finetune.start` once the recipe is read) opens it in the main process, `current(run_dir)`
+`runs.lifecycle.start` once the recipe is read) opens it in the main process, `current(run_dir)`
 finds it from anywhere in the run, and the decorator closes it with the run's outcome:
 
 - FINISHED when the function returns;
@@ -150,14 +150,14 @@ def begin(recipe, main: bool = True, resume: bool = False) -> Tracker:
 
 
 def _open_sinks(recipe, run_dir: Path, resume: bool) -> list:
-    from graftwork.track.to_mlflow import recipe_text
+    from graftwork.track.to_mlflow import recipe_text  # optional: mlflow
 
     cfg, params, text = recipe.expanded("tracking"), recipe_params(recipe), recipe_text(recipe)
     sinks = []
     if cfg.mlflow is not None:
         sinks.append(_mlflow_sink(recipe, cfg, run_dir, params, text, resume))
     if cfg.tensorboard is not None:
-        from graftwork.track.to_tensorboard import TensorBoardSink
+        from graftwork.track.to_tensorboard import TensorBoardSink  # optional: tensorboard
 
         log_dir = cfg.tensorboard.log_dir
         folder = recipe.resolve_path(log_dir) if log_dir else run_dir / "tensorboard"
@@ -171,7 +171,7 @@ def _open_sinks(recipe, run_dir: Path, resume: bool) -> list:
                 "a writable folder (tracking.tensorboard.log_dir=…)"
             ) from None
     if cfg.wandb is not None:
-        from graftwork.track.to_wandb import WandbSink
+        from graftwork.track.to_wandb import WandbSink  # optional: wandb
 
         sinks.append(WandbSink(cfg.wandb, run_dir, recipe.name, params, cfg.group))
     return sinks
@@ -180,7 +180,7 @@ def _open_sinks(recipe, run_dir: Path, resume: bool) -> list:
 def _mlflow_sink(recipe, tracking, run_dir: Path, params: dict, text: str, resume: bool):
     """A new MLflow run, or the folder's open one continued (`--resume`); an open one left
     by a killed process is marked KILLED first. `tracking`: the section, variables expanded."""
-    from graftwork.track.to_mlflow import MlflowSink, probe
+    from graftwork.track.to_mlflow import MlflowSink, probe  # optional: mlflow
 
     cfg, shown = tracking.mlflow, public_uri(recipe.tracking.mlflow.uri)
     probe(cfg.uri)
@@ -243,7 +243,7 @@ def group(recipe, name: str, kind: str, params: dict | None = None, run_id: str 
     sink, experiment = None, None
     if cfg.mlflow is not None:
         experiment = cfg.mlflow.experiment or recipe.name
-        from graftwork.track.to_mlflow import MlflowSink, probe
+        from graftwork.track.to_mlflow import MlflowSink, probe  # optional: mlflow
 
         probe(cfg.mlflow.uri)
         try:

@@ -16,7 +16,7 @@ from mlflow.pyfunc import PythonModel
 
 class BundleModel(PythonModel):
     def load_context(self, context) -> None:
-        from graftwork.inference.predictor import load
+        from graftwork.inference.predictor import load  # torch, when MLflow loads the model
 
         self.predictor = load(context.artifacts["bundle"])
 
