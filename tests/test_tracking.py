@@ -4,6 +4,7 @@ tensorboard's EventAccumulator), W&B in offline mode where wandb is installed.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ from conftest import tiny_recipe
 from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError, RecipeError
 from graftwork.runs import finetune
+from graftwork.runs.stages import model_manifest
 from graftwork.track import STATE, to_mlflow
 from graftwork.track.to_mlflow import recipe_text
 from graftwork.track.to_wandb import available as wandb_available
@@ -293,6 +295,8 @@ def test_the_tracking_uri_is_recorded_without_its_credentials(tmp_path):
     recorded = recipe_params(recipe)["tracking.mlflow.uri"]
     assert recorded == "https://alice:***@mlflow.example:5000/?token=***&region=eu"
     assert "s3cret" not in recipe_text(recipe) and "abc123" not in recipe_text(recipe)
+    manifest = json.dumps(model_manifest(recipe, ["negative", "positive"]))
+    assert "s3cret" not in manifest and "abc123" not in manifest  # the bundle keeps none either
     bare = load_recipe("recipes/quickstart.yaml", ["tracking.mlflow.uri=https://tok3n@host"])
     assert recipe_params(bare)["tracking.mlflow.uri"] == "https://***@host"
 

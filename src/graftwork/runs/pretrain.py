@@ -59,6 +59,7 @@ from graftwork.runs.corpus import DynamicMasks, PretrainData, masked_sequences, 
 from graftwork.runs.lifecycle import start, whole_run, write_json
 from graftwork.runs.stages import RunResult
 from graftwork.runs.vocab import VocabConfig, extend, mine_terms, read_terms, tokens_per_word
+from graftwork.track.tracker import recipe_record
 from graftwork.train import checkpoint
 from graftwork.train.hooks import Hooks, Training
 from graftwork.train.loop import fit, labelled, make_accelerator, summed_cross_entropy, summed_loss
@@ -361,7 +362,7 @@ def pretrain(
         "name": recipe.name,
         "task": "mlm",
         "backbone": recipe.backbone.name,
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe_record(recipe),  # as written, URI credentials hidden
         "mask_ratio": recipe.mlm.mask_ratio,
         "vocab_added": added,
         "metrics": {"perplexity": ppl, "tokens_per_word": per_word},

@@ -33,6 +33,7 @@ from graftwork.methods import count_parameters
 from graftwork.methods.base import Finisher
 from graftwork.runs.lifecycle import write_json
 from graftwork.tasks.base import summary
+from graftwork.track.tracker import recipe_record
 from graftwork.train import checkpoint, evaluation
 from graftwork.train.hooks import Hooks, Training
 from graftwork.train.loop import fit, total_steps
@@ -221,7 +222,7 @@ def model_manifest(recipe: Recipe, labels: list[str], name: str | None = None) -
         "labels": labels,
         "method": recipe.method.type,
         "backbone": recipe.backbone.name,
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe_record(recipe),  # as written, URI credentials hidden
     }
 
 
