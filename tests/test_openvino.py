@@ -32,10 +32,18 @@ def trained(tiny_bert, sst2_small, conll_small, tmp_path_factory):
     return {"classification": cls.bundle, "ner": ner.bundle}
 
 
+@pytest.fixture(scope="module")
+def exported(trained):
+    """Both bundles exported once (ONNX and OpenVINO, FP32 and INT8, any accuracy change)."""
+    return {
+        task: export_bundle(bundle, openvino=True, int8=True, max_drop=100.0)
+        for task, bundle in trained.items()
+    }
+
+
 @pytest.mark.parametrize("task", ["classification", "ner"])
-def test_openvino_export_records_parity_and_serves_the_torch_answers(trained, task):
-    bundle = trained[task]
-    artifacts = export_bundle(bundle, openvino=True, int8=True, max_drop=100.0)
+def test_openvino_export_records_parity_and_serves_the_torch_answers(trained, exported, task):
+    bundle, artifacts = trained[task], exported[task]
     manifest = json.loads((bundle / "graftwork.json").read_text())
     assert manifest["artifacts"] == json.loads(json.dumps(artifacts))
     assert artifacts["openvino-fp32"]["max_abs_logit_diff"] <= 1e-4
@@ -51,9 +59,8 @@ def test_openvino_export_records_parity_and_serves_the_torch_answers(trained, ta
     assert graftwork.load(bundle).backend == "openvino-int8"  # the fastest within its budget
 
 
-def test_the_int8_file_stores_the_embedding_table_in_int8(trained):
+def test_the_int8_file_stores_the_embedding_table_in_int8(trained, exported):
     bundle = trained["classification"]
-    export_bundle(bundle, openvino=True, int8=True, max_drop=100.0)
     fp32 = (bundle / "openvino" / "model.bin").stat().st_size
     int8 = (bundle / "openvino" / "model-int8.bin").stat().st_size
     assert int8 < 0.4 * fp32
@@ -69,12 +76,14 @@ def int8_layers(compiled) -> int:
     )
 
 
-def test_plain_int8_over_the_budget_keeps_operations_in_fp32_until_within_it(trained, monkeypatch):
+def test_plain_int8_over_the_budget_keeps_operations_in_fp32_until_within_it(
+    trained, monkeypatch, tmp_path
+):
     """A metric that loses 4 points per INT8 matrix product (a stand-in for a model INT8 hurts,
     which a tiny random model is not reliably): plain INT8 is far over a 10-point budget, so
     NNCF's accuracy control must put operations back in FP32 until the drop is within it, and
     the manifest must name them."""
-    bundle = trained["classification"]
+    bundle = shutil.copytree(trained["classification"], tmp_path / "bundle")
     real = ov_export.quantize_within
 
     def harsh(fp32_xml, xml, batches, score, reference, max_drop):
@@ -93,9 +102,8 @@ def test_plain_int8_over_the_budget_keeps_operations_in_fp32_until_within_it(tra
     assert 0 < int8_layers(compiled) <= 2  # within the budget, and still INT8
 
 
-def test_auto_refuses_an_artifact_over_its_budget(trained, tmp_path):
+def test_auto_refuses_an_artifact_over_its_budget(trained, exported, tmp_path):
     bundle = shutil.copytree(trained["classification"], tmp_path / "bundle")
-    export_bundle(bundle, int8=True, openvino=True, max_drop=100.0)
     manifest_path = bundle / "graftwork.json"
     manifest = json.loads(manifest_path.read_text())
     assert graftwork.load(bundle, verify=False).backend == "openvino-int8"
@@ -107,11 +115,10 @@ def test_auto_refuses_an_artifact_over_its_budget(trained, tmp_path):
     assert named.backend == "openvino-int8"
 
 
-def test_int8_answers_do_not_depend_on_the_batch(trained):
+def test_int8_answers_do_not_depend_on_the_batch(trained, exported):
     """Static INT8 runs whole batches: a text's label is the same alone and padded beside the
     longest text."""
     bundle = trained["classification"]
-    export_bundle(bundle, openvino=True, int8=True, max_drop=100.0)
     predictor = graftwork.load(bundle, backend="openvino-int8")
     texts = [*TEXTS, "a long , long and winding sentence " * 6]
     alone = [predictor.predict([t])[0] for t in texts]
@@ -120,9 +127,8 @@ def test_int8_answers_do_not_depend_on_the_batch(trained):
     assert np.allclose([a["score"] for a in alone], [a["score"] for a in together], atol=1e-2)
 
 
-def test_graft_info_says_which_backend_auto_serves_and_why(trained, tmp_path):
+def test_graft_info_says_which_backend_auto_serves_and_why(trained, exported, tmp_path):
     bundle = shutil.copytree(trained["classification"], tmp_path / "bundle")
-    export_bundle(bundle, int8=True, openvino=True, max_drop=100.0)
     shown = CliRunner().invoke(app, ["info", str(bundle)])
     assert shown.exit_code == 0, shown.output
     assert "auto serves it with: openvino-int8" in shown.output
