@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +15,7 @@ from conftest import tiny_recipe
 from graftwork.cli import app
 from graftwork.errors import GraftError
 from graftwork.machine import PeakMemory, heap_in_use_mb
+from graftwork.runs import advise as rules
 from graftwork.runs.advise import SERVING, advise
 from graftwork.runs.compare import compare, parse_lrs
 
@@ -91,12 +94,14 @@ def test_advise_follows_data_size_languages_and_shared_backbones():
     assert advise(examples=5_000, labels=2, latency_ms=50).method == "full"
     assert advise(examples=60_000, labels=2, latency_ms=50, tasks=3).method == "adapter"
     german = advise(examples=60_000, labels=7, latency_ms=50, languages=["en", "de"])
-    assert "multilingual" in german.backbone
-    assert any("74–75" in reason for reason in german.reasons)
+    assert german.backbone == "e5-small-multilingual"
     few = advise(examples=100, labels=10, latency_ms=50)
     assert any("10 examples per label" in reason for reason in few.reasons)
     for advice in (german, few):
         assert all("?" not in reason for reason in advice.reasons), advice.reasons
+
+
+ADVISE = ["advise", "--examples", "2000", "--labels", "2", "--latency-ms", "10"]
 
 
 def test_advise_cli_prints_the_reasons_and_rejects_nonsense():
@@ -106,5 +111,85 @@ def test_advise_cli_prints_the_reasons_and_rejects_nonsense():
     )
     assert result.exit_code == 0, result.output
     assert "backbone" in result.output and "BENCHMARKS.md" in result.output
+    generation = runner.invoke(app, [*ADVISE, "--task", "causal_lm"])
+    assert generation.exit_code == 0 and "smollm2-135m" in generation.output
     bad = runner.invoke(app, ["advise", "--examples", "0", "--labels", "3", "--latency-ms", "10"])
     assert isinstance(bad.exception, GraftError) and "--examples" in str(bad.exception)
+
+
+BENCHMARKS = Path(__file__).parents[1] / "BENCHMARKS.md"
+
+
+def test_other_languages_get_the_packaged_multilingual_encoder_and_its_measured_f1():
+    german = advise(examples=6_000, labels=7, latency_ms=50, languages=["en", "de"])
+    assert german.backbone == "e5-small-multilingual"
+    (why,) = [r for r in german.reasons if "e5-small-multilingual" in r]
+    assert "70.63" in why and "28.92" in why and "not measured" not in why
+    french = advise(examples=6_000, labels=7, latency_ms=50, languages=["fr"])
+    assert french.backbone == "e5-small-multilingual"
+    assert any("fr not measured here (only German was)" in r for r in french.reasons)
+
+
+@pytest.mark.parametrize(
+    ("examples", "method"),
+    [(20, "zero-shot (label descriptions)"), (100, "fewshot (SetFit)"), (2_000, "adapter")],
+)
+def test_few_labelled_examples_per_label_get_zero_shot_then_setfit(examples, method):
+    advice = advise(examples=examples, labels=2, latency_ms=50)
+    assert advice.method == method
+    assert any("graft fewshot RECIPE" in r for r in advice.reasons) == (examples <= 128)
+
+
+def test_few_shot_is_advised_for_classification_only():
+    assert advise(examples=100, labels=2, latency_ms=50, task="ner").method == "adapter"
+
+
+@pytest.mark.parametrize("task", ["causal_lm", "seq2seq"])
+def test_generation_gets_smollm2_with_lora_and_its_measured_gain(task):
+    advice = advise(examples=2_000, labels=2, latency_ms=50, task=task)
+    assert advice.backbone == "smollm2-135m" and advice.method.startswith("lora")
+    assert any("11.28" in r for r in advice.reasons)
+    assert "none measured" in advice.compression
+
+
+def test_qa_cites_the_squad_figures_and_says_latency_was_measured_on_classification():
+    advice = advise(examples=7_000, labels=2, latency_ms=50, task="qa")
+    assert advice.backbone == "minilm-l6"
+    assert any("63.04" in r and "66.14" in r for r in advice.reasons)
+    assert any("not qa" in r for r in advice.reasons)
+    assert not any("examples per label" in r for r in advice.reasons)
+
+
+def test_an_unknown_task_is_refused_with_the_choices():
+    with pytest.raises(GraftError, match="--task 'poetry': choose from classification"):
+        advise(examples=100, labels=2, latency_ms=50, task="poetry")
+
+
+SCENARIOS = [
+    {"examples": 60_000, "labels": 2, "latency_ms": 50},
+    {"examples": 60_000, "labels": 2, "latency_ms": 0.5, "tokens": 100},
+    {"examples": 800, "labels": 2, "latency_ms": 3, "tasks": 3},
+    {"examples": 20, "labels": 2, "latency_ms": 50, "languages": ["de", "nl"]},
+    {"examples": 100, "labels": 2, "latency_ms": 50},
+    {"examples": 7_000, "labels": 2, "latency_ms": 50, "task": "qa"},
+    {"examples": 2_000, "labels": 2, "latency_ms": 50, "task": "causal_lm"},
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_measurement_cited_names_the_cpu_it_was_measured_on(scenario):
+    cited = [r for r in advise(**scenario).reasons if "BENCHMARKS.md, " in r]
+    assert cited
+    for reason in cited:
+        assert "AMD EPYC" in reason or "Intel Xeon" in reason, reason
+
+
+@pytest.mark.parametrize(
+    "name", ["MULTILINGUAL", "FEW_SHOT", "GENERATION", "GENERATION_SERVING", "QA"]
+)
+def test_every_figure_in_a_rule_is_one_benchmarks_md_records(name):
+    recorded = BENCHMARKS.read_text(encoding="utf-8")
+    figures = re.findall(r"\d+\.\d+", getattr(rules, name))
+    assert figures
+    for figure in figures:
+        assert re.search(rf"(?<![\d.]){re.escape(figure)}(?![\d])", recorded), figure

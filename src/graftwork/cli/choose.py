@@ -58,6 +58,11 @@ def advise(
     languages: str = typer.Option("en", help="Comma-separated languages the model must handle."),
     tokens: int = typer.Option(25, help="Typical input length in tokens (SST-2 averages 25)."),
     tasks: int = typer.Option(1, help="Tasks that will share one backbone."),
+    task: str = typer.Option(
+        "classification", help="Task type: classification, ner, qa, seq2seq or causal_lm."
+    ),
 ):
     """Recommend backbone + method + compression from graftwork's measured rule table."""
-    render.advice(recommend(examples, labels, latency_ms, languages.split(","), tokens, tasks))
+    render.advice(
+        recommend(examples, labels, latency_ms, languages.split(","), tokens, tasks, task)
+    )
