@@ -183,7 +183,7 @@ def test_graft_generate_names_the_bad_line_of_an_input_file(tmp_path, tiny_llama
     ):
         verb.read_prompts(bad)
     bad.write_text('{"prompt": "fine"}\n{"prompt": "  "}\n')
-    blank = 'line 2: expected a JSON object with a non-empty "prompt"'
+    blank = "line 2: the prompt is empty or only whitespace; there is nothing to continue from"
     with pytest.raises(GraftError, match=blank):
         verb.read_prompts(bad)
     bad.write_text('{"prompt": "fine"}\n{"prompt": \n')
@@ -295,6 +295,8 @@ def test_concurrent_streams_each_get_their_own_whole_answer(served, bundle):
         ({"inputs": ["   "]}, 422, r"inputs\[0\] is empty or only whitespace"),
         ({"inputs": ["a", "b"], "stream": True}, 422, "stream answers one prompt"),
         ({"inputs": ["a"], "temperature": 0.5, "greedy": True}, 422, "greedy decoding"),
+        ({"inputs": ["a"], "temperature": 0}, 422, 'temperature 0 does not sample.*"greedy": true'),
+        ({"inputs": ["a"], "temperature": 0, "greedy": False}, 422, "temperature 0 does not"),
         ({"prompt": "a"}, 422, "inputs"),
     ],
 )

@@ -24,8 +24,13 @@ class GenerationConfig(Section):
         True, description="Pick the likeliest token (or beam); false: sample from the model."
     )
     num_beams: int = Field(1, ge=1, le=32, description="Beam search width (greedy only).")
-    temperature: float = Field(1.0, gt=0, le=10, description="Sampling: divide logits by this.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Sampling: nucleus probability mass.")
+    # NaN would pass no bound's check as such: it is refused as not a finite number
+    temperature: float = Field(
+        1.0, gt=0, le=10, allow_inf_nan=False, description="Sampling: divide logits by this."
+    )
+    top_p: float = Field(
+        1.0, gt=0, le=1, allow_inf_nan=False, description="Sampling: nucleus probability mass."
+    )
     top_k: int = Field(50, ge=0, description="Sampling: only the k likeliest tokens (0: all).")
     seed: int = Field(0, description="Sampling: seed of the generator (each batch reseeds it).")
 

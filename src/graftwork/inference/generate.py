@@ -35,14 +35,24 @@ from graftwork.bundle import read_manifest
 from graftwork.config.generation import GenerationConfig
 from graftwork.config.recipe import BackboneConfig, TaskConfig
 from graftwork.data.batching import inference_batches
+from graftwork.data.blank import blank_message, blank_text
 from graftwork.errors import BundleError, GraftError
-from graftwork.inference.predictor import EMPTY, blank_text
 from graftwork.tasks import causal_lm
 from graftwork.tasks import generation as gen
 
 MANIFEST = "graftwork.json"
 # the ends of the architecture names of checkpoints that generate (config.json `architectures`)
 DECODERS = ("ForCausalLM", "LMHeadModel")
+
+
+def check_temperature(temperature: float | None) -> None:
+    """Refuse temperature 0: it asks for sampling but divides the logits by zero (the flag and
+    a request's field alike; the rule is the same whatever else is given)."""
+    if temperature is not None and temperature == 0:
+        raise GraftError(
+            "temperature 0 does not sample (it would divide the logits by zero); for "
+            'deterministic output use greedy decoding: --greedy, or "greedy": true in a request'
+        )
 
 
 @dataclass
@@ -60,10 +70,12 @@ class Generator:
         top_p: float | None = None,
         greedy: bool | None = None,
     ) -> GenerationConfig:
-        """These settings with a caller's changes (flags, a request's fields): a temperature
-        or top_p samples, unless greedy is asked for too, which is an error."""
+        """These settings with a caller's changes (flags, a request's fields; None: unchanged):
+        a temperature or top_p samples, unless greedy is asked for too, which is an error."""
+        check_temperature(temperature)
         values = self.settings.model_dump()
-        sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v}
+        given = (("temperature", temperature), ("top_p", top_p))
+        sampling = {k: v for k, v in given if v is not None}
         if greedy and sampling:
             raise GraftError(
                 f"{' and '.join(sampling)} set how to sample, but greedy decoding was asked for; "
@@ -86,7 +98,7 @@ class Generator:
     def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         index = blank_text(prompts)
         if index is not None:
-            raise GraftError(f"prompts[{index}] {EMPTY}")
+            raise GraftError(blank_message(f"prompts[{index}]", "prompt"))
         examples = [causal_lm.from_text(p, self.task) for p in prompts]
         return causal_lm.prompt_ids(self.tokenizer, examples)
 

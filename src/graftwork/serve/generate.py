@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from graftwork.errors import GraftError
 from graftwork.inference.generate import Generator
@@ -39,9 +39,13 @@ EVENT_STREAM = "text/event-stream"
 
 
 class GenerateRequest(BaseModel):
+    # NaN and infinities are refused as such ("must be a finite number"), not as out of range
+    model_config = ConfigDict(allow_inf_nan=False)
+
     inputs: list[str] = Field(..., min_length=1, description="Prompts (one when streaming).")
     max_new_tokens: int | None = Field(None, ge=1, le=8192)
-    temperature: float | None = Field(None, gt=0, le=10, description="Sample at this temperature.")
+    # 0 passes here to be refused by the rule `graft generate` has too (`check_temperature`)
+    temperature: float | None = Field(None, ge=0, le=10, description="Sample at this temperature.")
     top_p: float | None = Field(None, gt=0, le=1, description="Sample from this nucleus mass.")
     greedy: bool | None = Field(None, description="Greedy decoding (the bundle's default).")
     stream: bool = Field(False, description="Server-sent events, piece by piece (one input).")
