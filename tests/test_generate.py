@@ -305,3 +305,24 @@ def test_bad_generate_requests_say_what_is_wrong(served, body, status, message):
         response = httpx.post(f"{url}/v1/models/translate/generate", json=body)
     assert response.status_code == status
     assert re.search(message, response.json()["error"]["message"]), response.text
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"inputs": ["a"], "max_new_tokens": 100000}', "max_new_tokens: Input should be less"),
+        ('{"inputs": ["a"], "temperature": NaN}', "temperature: Input should be a finite number"),
+        ('{"inputs": ["a"], "top_p": Infinity}', "top_p: Input should be a finite number"),
+    ],
+)
+def test_a_bad_generate_setting_is_named_alone_without_a_hint_about_inputs(served, body, message):
+    with running(served) as (url, _):
+        response = httpx.post(
+            f"{url}/v1/models/translate/generate",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 422, response.text
+    said = response.json()["error"]["message"]
+    assert said.startswith(message), said
+    assert "inputs" not in said and "should be less than or equal to 10" not in said

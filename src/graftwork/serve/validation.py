@@ -1,5 +1,9 @@
 """Reading a request's validation errors: which union member an input meant, its characters,
-and one message that names the first problem (with the input's index) plus every problem."""
+and one message that names the first problem (with the input's index) plus every problem.
+
+The example body is shown only when the body's shape is wrong (not JSON, not an object, no or
+a malformed `inputs`, an unknown key); a problem with one field's value (`max_new_tokens`,
+`temperature`, `inputs[3]`) is named alone, as a hint about `inputs` would not help there."""
 
 from __future__ import annotations
 
@@ -45,4 +49,5 @@ def describe_validation(errors: list[dict]) -> tuple[str, dict]:
     if len(loc) >= 2 and loc[0] == "inputs" and isinstance(loc[1], int):
         extra["index"] = loc[1]
     reason = str(first.get("msg")).removeprefix("Value error, ")
-    return f"{where or 'the body'}: {reason}; send {EXAMPLE}", extra
+    shape = not loc or loc == ["inputs"] or first.get("type") == "extra_forbidden"
+    return f"{where or 'the body'}: {reason}" + (f"; send {EXAMPLE}" if shape else ""), extra
