@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+import yaml
 
 import graftwork
 from conftest import tiny_recipe
@@ -112,6 +117,24 @@ def test_gradual_unfreezing_trains_end_to_end_and_moves_every_layer(
     assert changed(before, after, "embeddings.") and changed(before, after, "encoder.layer.0.")
     predictor = graftwork.load(result.bundle)
     assert predictor.predict(["a fine film"])[0]["label"] in {"0", "1"}
+
+
+def test_gradual_unfreezing_is_refused_with_two_processes(tiny_bert, sst2_small, tmp_path):
+    method = {"type": "full", "gradual_unfreeze": True}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, sst2_small, tmp_path, method=method)))
+    done = subprocess.run(
+        [sys.executable, "-m", "graftwork.cli", "train", str(path), "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "gradual unfreezing changes which parameters train" in done.stderr
+    assert "run it with one process" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "tiny" / "bundle").exists()  # refused before anything trained
 
 
 def test_frozen_method_trains_only_the_head(tiny_bert, sst2_small, tmp_path):
