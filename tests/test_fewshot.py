@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import graftwork
 from conftest import DATA, head
 from graftwork.cli import app
 from graftwork.errors import DataError, RecipeError
@@ -125,9 +126,9 @@ def test_the_run_tunes_the_encoder_fits_the_head_and_scores_eval(run):
 
 def test_the_saved_bundle_predicts_as_the_run_scored(run, sst2_small):
     folder, metrics, _ = run
-    model = FewshotModel.load(folder / "bundle")
+    model = graftwork.load(folder / "bundle")  # a bundle like any other (test_fewshot_bundle.py)
     rows = [line.rstrip("\n").split("\t") for line in head(sst2_small["eval"], 201)[1:]]
-    predicted = model.predict([text for _, text in rows])
+    predicted = [answer["label"] for answer in model.predict([text for _, text in rows])]
     accuracy = np.mean([p == NAMES[label] for p, (label, _) in zip(predicted, rows, strict=True)])
     assert accuracy == pytest.approx(metrics["eval"]["accuracy"], abs=1e-9)
     assert not list(folder.rglob(".*tmp*")), "a temporary write was left behind"

@@ -35,6 +35,7 @@ METHODS = {
     "adapter": "graftwork.methods.adapter",
     "dora": "graftwork.methods.dora",
     "ia3": "graftwork.methods.ia3",
+    "setfit": "graftwork.methods.setfit",
 }
 
 OBJECTIVES = {

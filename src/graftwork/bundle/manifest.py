@@ -184,12 +184,14 @@ def save_manifest(folder: Path, manifest: Manifest) -> Path:
     return atomic.write_json(Path(folder) / MANIFEST, {**data, DIGEST: manifest.manifest_sha256})
 
 
-def _head_names(task: str) -> frozenset[str] | None:
+def _head_names(task: str, method: str | None = None) -> frozenset[str] | None:
     """The architectures the task's model class loads (transformers' table of its auto class),
-    or None when the class is not an auto class."""
-    table = getattr(
-        getattr(registry.task(task).model_class(), "_model_mapping", None), "_model_mapping", None
-    )
+    or None when the class is not an auto class. A method whose bundles hold a model of its
+    own (setfit: the bare encoder) names its class as `model_class`, which replaces the task's."""
+    owner = registry.task(task)
+    if method in registry.METHODS and hasattr(registry.method(method), "model_class"):
+        owner = registry.method(method)
+    table = getattr(getattr(owner.model_class(), "_model_mapping", None), "_model_mapping", None)
     if table is None:
         return None
     names: set[str] = set()
@@ -219,7 +221,7 @@ def contradiction(bundle: Path, manifest: Manifest) -> str | None:
     )
     architectures = config.get("architectures") or []
     if architectures:
-        arch, heads = architectures[0], _head_names(task)
+        arch, heads = architectures[0], _head_names(task, manifest.method)
         owners = [t for t in registry.TASKS if t != task and arch in (_head_names(t) or ())]
         if (heads is not None and arch not in heads) or (heads is None and owners):
             auto = registry.task(task).model_class().__name__.replace("AutoModel", "…")

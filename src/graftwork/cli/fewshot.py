@@ -1,7 +1,8 @@
 """`graft fewshot`: few-shot classification (SetFit) and zero-shot, over `runs/fewshot.py`.
 
-Left out: predicting with the few-shot bundle from the CLI (`FewshotModel.load(...).predict`
-in Python).
+The bundle it writes is a classification bundle of method setfit: `graft predict`, `graft
+eval`, `graft serve`, `graft export` and `graft info` take it. Left out: resuming an
+interrupted run (it starts again).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def fewshot(
     """Few-shot classification (SetFit): contrastive tuning of the sentence encoder on pairs,
     then a logistic head; also zero-shot from label descriptions.
 
-    Writes runs/NAME/bundle (encoder/ and head.json) and metrics.json. Example:
+    Writes runs/NAME/bundle (a classification bundle of method setfit, for graft predict,
+    eval, serve and export) and metrics.json. Example:
     graft fewshot recipes/fewshot-sst2.yaml fewshot.per_class=16 train.seed=2"""
     metrics = run_fewshot(recipe, overrides or [])
     shown = {"few-shot": metrics, "zero-shot": metrics.get("zero_shot", {})}

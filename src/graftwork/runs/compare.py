@@ -179,7 +179,8 @@ def fewshot_rows(run_dir: Path, task: str) -> list[dict]:
     metrics = _metrics(run_dir)
     params, bundle = metrics["parameters"], run_dir / "bundle"
     tuned = params["trainable"] > params["head"]  # the encoder was tuned, so it is the task's
-    specific = folder_mb(bundle) if tuned else files_bytes(bundle / "head.json") / 2**20
+    head_file = bundle / registry.method("setfit").HEAD_FILE  # the logistic head alone
+    specific = folder_mb(bundle) if tuned else files_bytes(head_file) / 2**20
     note = (
         "graft fewshot (SetFit) on the same examples: trainable = encoder + logistic head; "
         "ex/s = texts through the encoder (2 per pair, 1 per example for the head)"

@@ -13,14 +13,14 @@ With `fewshot.zero_shot` the run also scores the untrained encoder without any e
 text goes to the label whose description ("This sentence is {label}.", or
 `fewshot.descriptions`) is nearest in cosine.
 
-Why a run of its own, not a `method`: a method (methods/base.py) adapts one transformers task
-model that the shared loop trains with the task's loss, and its bundle is that model. SetFit
-trains on pairs with another loss, then fits a head outside torch on mean-pooled embeddings,
-which no `AutoModelForSequenceClassification` head reads (theirs read [CLS] through the
-pooler); and it has no answer for token tasks (NER). So it is not in the method registry;
-`graft compare RECIPE --methods full,lora,fewshot` runs it as `graft fewshot` on a recipe it
-derives from the training recipe (same examples; runs/compare.py), and `benchmarks/fewshot.py`
-puts it beside full fine-tuning and LoRA over sizes and seeds.
+Why a run of its own: the shared loop trains a transformers task model with the task's loss;
+SetFit trains on pairs with another loss, then fits a head outside torch on pooled embeddings
+(which no `AutoModelForSequenceClassification` head reads: theirs read [CLS] through the
+pooler), and it has no answer for token tasks (NER). Its bundles are method `setfit`
+(methods/setfit.py), which loads them and refuses the shared loop (runs/fewshot_bundle.py
+writes them). `graft compare RECIPE --methods full,lora,fewshot` runs it as `graft fewshot` on
+a recipe it derives from the training recipe (same examples; runs/compare.py), and
+`benchmarks/fewshot.py` puts it beside full fine-tuning and LoRA over sizes and seeds.
 
 Training examples are `data.train`, first sampled like `graft train` does
 (`data.max_train_examples`, with `train.seed`), then `fewshot.per_class` of each label.
@@ -33,29 +33,33 @@ sampling order; this loop draws pairs and order from `train.seed` alone. It upda
 shared loop's fused AdamW where the parameters allow (`train.loop.fused_adamw`), as the HF
 Trainer under setfit does.
 
-Output (`runs/NAME/bundle`, written atomically): `encoder/` (a sentence-transformers folder,
-also a Hugging Face model folder) and `head.json` (labels, coefficients, intercepts);
-`FewshotModel.load` predicts with it. `metrics.json` holds eval/test accuracy and macro-F1 of
-the trained model and of zero-shot; `parameters` (trainable: the encoder's when it is tuned,
+Output (`runs/NAME/bundle`, written atomically): a standard classification bundle of method
+`setfit` (methods/setfit.py: `graftwork.json`; the tuned encoder's weights, config.json naming
+the labels, and tokenizer, which are also the sentence-transformers folder; the head in
+`setfit-head.safetensors`), so `graft predict / eval / serve / export` and `graft info` take it.
+Eval and test are scored through that bundle's model as `graft eval` scores it (a text longer
+than `data.max_length` in windows, their logits averaged), so `graft eval` repeats the
+figures; zero-shot reads the encoder as sentence-transformers does (truncated), and so does
+`FewshotModel` (the encoder and head as numpy, kept for Python callers). `metrics.json` (and
+the manifest's `metrics`) holds eval/test accuracy and macro-F1 of the trained model and of
+zero-shot; `parameters` (trainable: the encoder's when it is tuned,
 plus the head's; total: encoder and head); and under `train` the training time (pairs and
 head), `examples_seen` (texts through the encoder in training: two per pair trained on, one
 per example embedded for the head) and `examples_per_second` (that over the training time),
 and the memory `machine.PeakMemory` saw during training (as `graft train` records it).
 
 Leaves out: checkpoints and resume (runs take minutes), sentence pairs as input, a
-differentiable head trained end to end (SetFit's second option), and the server and ONNX
-export for these bundles.
+differentiable head trained end to end (SetFit's second option), and encoders with modules
+beyond the transformer, pooling (mean, cls or max) and normalisation (a Dense layer).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,14 +74,18 @@ from graftwork.config.sections import DataConfig, TaskConfig
 from graftwork.config.train import TrainConfig
 from graftwork.data.readers import read_examples
 from graftwork.data.sampling import subsample
+from graftwork.data.windows import settings as window_settings
 from graftwork.errors import DataError, RecipeError
+from graftwork.inference.forward import evaluate_examples, torch_forward
 from graftwork.machine import PeakMemory, describe
 from graftwork.methods import count_parameters
 from graftwork.runs import lock
+from graftwork.runs.fewshot_bundle import FewshotModel, bundle_model, embed, save_bundle
 from graftwork.runs.lifecycle import setup_logging, whole_run
 from graftwork.train.loop import fused_adamw
 
 log = logging.getLogger("graftwork")
+__all__ = ["FewshotModel", "fewshot", "load_fewshot_recipe"]  # FewshotModel: runs/fewshot_bundle
 
 
 class FewshotConfig(BaseModel):
@@ -178,13 +186,6 @@ def load_encoder(recipe: FewshotRecipe):
     return encoder
 
 
-def embed(encoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """Normalised sentence embeddings, (texts, dim), in eval mode."""
-    return encoder.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-    )
-
-
 def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRecipe) -> dict:
     """Fine-tune `encoder` on SetFit pairs (until `train.max_minutes`, if set); returns
     {"loss_history": [[step, loss], …], "steps", "planned_steps", "pairs" (drawn for one
@@ -252,34 +253,6 @@ def _to(value, device):
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
-class FewshotModel:
-    """A trained few-shot classifier: the encoder and the logistic head over its embeddings."""
-
-    def __init__(self, encoder, labels: list[str], coef: np.ndarray, intercept: np.ndarray):
-        self.encoder, self.labels = encoder, labels
-        self.coef, self.intercept = coef, intercept
-
-    @classmethod
-    def load(cls, bundle: Path) -> FewshotModel:
-        from sentence_transformers import SentenceTransformer
-
-        head = json.loads((Path(bundle) / "head.json").read_text(encoding="utf-8"))
-        with quiet():
-            encoder = SentenceTransformer(str(Path(bundle) / "encoder"), device="cpu")
-        return cls(encoder, head["labels"], np.array(head["coef"]), np.array(head["intercept"]))
-
-    def scores(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Log-probabilities per label, (texts, labels)."""
-        logits = embed(self.encoder, texts, batch_size) @ self.coef.T + self.intercept
-        if logits.shape[1] == 1:  # scikit-learn's binary head: one column for labels[1]
-            logits = np.hstack([np.zeros_like(logits), logits])
-        logits = logits - logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
-        return [self.labels[i] for i in self.scores(texts, batch_size).argmax(axis=1)]
-
-
 def fit_head(embeddings: np.ndarray, labels: list[str], names: list[str], C: float, seed: int):
     """(coef, intercept) of a logistic regression on the embeddings (scikit-learn)."""
     from sklearn.linear_model import LogisticRegression
@@ -307,12 +280,13 @@ def scored(examples: list[dict], scores: np.ndarray, names: list[str]) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def _read(recipe: FewshotRecipe, split: str) -> list[dict] | None:
+def _read(recipe: FewshotRecipe, split: str):
+    """The split's ReadResult (examples and the path as shown), or None."""
     raw = getattr(recipe.data, split)
     if raw is None:
         return None
     path = recipe.resolve_path(raw)
-    return read_examples(path, recipe.task, recipe.data, shown=recipe.show_path(raw)).examples
+    return read_examples(path, recipe.task, recipe.data, shown=recipe.show_path(raw))
 
 
 @whole_run
@@ -324,9 +298,10 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
     setup_logging(run_dir)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
-    examples = subsample(_read(recipe, "train"), recipe.data.max_train_examples, cfg.seed)
+    examples = subsample(_read(recipe, "train").examples, recipe.data.max_train_examples, cfg.seed)
     examples = per_class(examples, recipe.fewshot.per_class, cfg.seed)
-    evals = {s: rows for s in ("eval", "test") if (rows := _read(recipe, s)) is not None}
+    read = {s: found for s in ("eval", "test") if (found := _read(recipe, s)) is not None}
+    evals = {s: found.examples for s, found in read.items()}
     names = registry.task("classification").label_set(examples, recipe.task.label_names)
     for split, rows in evals.items():
         unseen = sorted({e["label"] for e in rows} - set(names))
@@ -357,7 +332,7 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
             embed(encoder, texts, cfg.eval_batch_size), labels, names, recipe.fewshot.C, cfg.seed
         )
     seconds = time.perf_counter() - started
-    model = FewshotModel(encoder, names, coef, intercept)
+    model = bundle_model(encoder, coef, intercept)
     seen = 2 * tuned["pairs_seen"] + len(texts)
     metrics["train"] = {
         "examples": len(texts),
@@ -377,12 +352,15 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
         "trainable_pct": 100.0 * trainable / total,
         "head": head_params,
     }
-    for split, rows in evals.items():
-        metrics[split] = scored(rows, model.scores([e["text"] for e in rows]), names)
+    tokenizer, task = encoder.tokenizer, registry.task("classification")
+    window, stride = window_settings(tokenizer, recipe.data.max_length)
+    for split, found in read.items():  # as graft eval scores the bundle
+        metrics[split] = evaluate_examples(
+            torch_forward(model), tokenizer, task, found.examples, dict(enumerate(names)),
+            window, cfg.eval_batch_size, found.shown, stride,
+        )  # fmt: skip
         log.info("%s: accuracy %.4f", split, metrics[split]["accuracy"])
-    head = {"labels": names, "coef": coef.tolist(), "intercept": intercept.tolist()}
     with atomic.building(run_dir / "bundle") as tmp:
-        encoder.save(str(tmp / "encoder"))
-        atomic.write_json(tmp / "head.json", head | {"recipe": recipe.model_dump(mode="json")})
+        save_bundle(tmp, encoder, model, names, recipe, metrics)
     atomic.write_json(run_dir / "metrics.json", metrics)
     return metrics
