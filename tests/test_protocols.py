@@ -2,7 +2,7 @@
 torch: validating a recipe must not need it.
 
 A protocol's members are read from its class (`tasks.base.Task`, `methods.base.Method`,
-`objectives.base.Objective`; backends: `Backend` below, the functions the predictor calls):
+`objectives.base.Objective`, `inference.backends.Backend`):
 each annotated attribute must be present with the annotated kind, and each function must take
 the arguments the protocol passes. Nothing here trains or loads a model.
 """
@@ -13,26 +13,15 @@ import inspect
 import subprocess
 import sys
 import typing
-from typing import Protocol
 
 import pytest
 from pydantic import BaseModel
 
 from graftwork import registry
+from graftwork.inference.backends import Backend
 from graftwork.methods.base import STAGES, Method, supported
 from graftwork.objectives.base import Objective
 from graftwork.tasks.base import Task
-
-
-class Backend(Protocol):
-    """What the predictor and the server call on an inference backend (`inference/NAME.py`)."""
-
-    def available(self, manifest: dict, name: str) -> bool: ...
-
-    def load(self, predictor, name: str, threads: int | None): ...
-
-    def describe(self, manifest: dict, name: str) -> dict: ...
-
 
 PROTOCOLS = {"task": Task, "method": Method, "objective": Objective, "backend": Backend}
 CASES = [
@@ -86,6 +75,24 @@ def test_registered_module_satisfies_its_protocol(kind, name):
         assert accepts(value, signature), f"{name}.{function} does not take {signature}"
 
 
+@pytest.mark.parametrize("name", list(registry.BACKENDS))
+def test_every_backend_declares_how_far_its_logits_may_move_with_the_batch(name):
+    from graftwork.inference import backends
+
+    module = registry.backend(name)
+    assert isinstance(module, backends.Backend)
+    bound = backends.tolerance(name)
+    assert isinstance(bound, float) and 0.0 <= bound < 0.1, (name, bound)
+    assert backends.tolerance(name) == module.tolerance(name)
+
+
+def test_backend_aliases_share_the_tolerance_of_the_name_they_stand_for():
+    from graftwork.inference import backends
+
+    for alias, name in registry.BACKEND_ALIASES.items():
+        assert backends.tolerance(alias) == backends.tolerance(name)
+
+
 @pytest.mark.parametrize("kind", ["method", "objective"])
 def test_configs_are_pydantic_models_tagged_with_their_name(kind):
     for name, config in registry.configs(kind).items():
@@ -125,6 +132,7 @@ from graftwork.config.recipe import load_recipe
 load_recipe('recipes/quickstart.yaml')
 load_recipe({'method': 'adapter', 'objective': {'type': 'ewc', 'previous': 'x', 'lambda': 1}})
 from graftwork import registry
+from graftwork.inference.backends import Backend
 for kind in ('task', 'method', 'objective'):
     for name in registry.KINDS[kind]:
         registry.lookup(kind, name)

@@ -4,10 +4,12 @@ Each table maps a name (what a recipe or a flag says) to the module that impleme
 module is imported the first time it is asked for. Adding a task, a method, an objective or a
 backend is one module plus one line here (see CONTRIBUTING.md): the recipe schema
 (`graftwork.config`) builds its `type` unions from these tables, `graft compare` lists its
-methods from them, and the predictor and server find their backends here.
+methods from them, the predictor and server find their backends here, and the protocol,
+batch-invariance and method × task tests build their cases from these tables.
 
 The modules named here implement the protocols in `tasks/base.py`, `methods/base.py`,
-`objectives/base.py` and `inference/backends.py`, and keep torch out of their import-time code
+`objectives/base.py` and `inference/backends.py` (`Backend`: available, load, describe, and
+the batch-invariance tolerance the tests hold it to), and keep torch out of their import-time code
 (it is imported inside the functions that use it), so that validating a recipe never imports
 torch. This module imports nothing of graftwork's but its errors: it names the modules as
 strings, so it sits below every layer (the layer contract is in pyproject.toml).

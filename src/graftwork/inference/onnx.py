@@ -28,6 +28,9 @@ import numpy as np
 from graftwork.bundle import Manifest
 
 ROWWISE = {"onnx-int8"}  # backends whose graph must see one row at a time
+# largest |Δlogit| between a row alone and in a batch (`inference.backends`): INT8 runs each
+# row alone (the same bits); FP32's kernels round differently for another batch shape
+TOLERANCE = {"onnx-int8": 0.0, "onnx-fp32": 1e-5}
 
 
 def available(manifest: Manifest, name: str) -> bool:
@@ -43,6 +46,10 @@ def load(predictor, name: str, threads: int | None):
 def describe(manifest: Manifest, name: str) -> dict:
     rows = "each row alone" if name in ROWWISE else "whole batches"
     return {"backend": name, "runs": rows, **manifest.artifacts.get(name, {})}
+
+
+def tolerance(name: str) -> float:
+    return TOLERANCE[name]
 
 
 def forward_for(name: str, path: Path, threads: int | None = None):

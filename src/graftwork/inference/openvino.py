@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from graftwork.bundle import Manifest
-from graftwork.errors import BundleError
+from graftwork.inference.backends import BackendError
+
+# largest |Δlogit| between a row alone and in a batch (`inference.backends`): FP32 rounds
+# differently for another batch shape; the static INT8 IR runs whole batches, so a row's
+# logits can move by about one activation quantization step (its labels do not)
+TOLERANCE = {"openvino-fp32": 1e-5, "openvino-int8": 1e-2}
 
 
 def installed() -> bool:
@@ -42,7 +47,7 @@ def available(manifest: Manifest, name: str) -> bool:
 def load(predictor, name: str, threads: int | None):
     """`forward(batch) -> logits` over the bundle's `name` IR."""
     if not installed():
-        raise BundleError(
+        raise BackendError(
             f"{predictor.path} has an OpenVINO artifact, but the openvino package is not "
             "installed: pip install 'graftwork[openvino]', or use another backend"
         )
@@ -51,6 +56,10 @@ def load(predictor, name: str, threads: int | None):
 
 def describe(manifest: Manifest, name: str) -> dict:
     return {"backend": name, "runs": "whole batches", **manifest.artifacts.get(name, {})}
+
+
+def tolerance(name: str) -> float:
+    return TOLERANCE[name]
 
 
 def compile_ir(xml: Path, threads: int | None = None):

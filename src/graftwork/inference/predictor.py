@@ -1,10 +1,11 @@
 """`graftwork.load(bundle)`: a bundle ready to predict and evaluate.
 
-The backend is the fastest artifact the bundle holds unless told otherwise: INT8 ONNX, then FP32
-ONNX (both only when their export passed its parity check), then PyTorch. The same functions
-serve the CLI (`graft predict`, `graft eval`), the Python API and the server: an input longer
-than the bundle's `data.max_length` is read in overlapping windows (`data.windows`; the stride
-is a quarter of a window's text tokens), as the server reads it.
+The backend is the first the bundle holds, in `registry.BACKENDS`' order, unless told
+otherwise (each only when its export passed its parity check and its recorded change is within
+budget), PyTorch last; backends follow `inference.backends.Backend`. The same functions serve
+the CLI (`graft predict`, `graft eval`), the Python API and the server: an input longer than
+the bundle's `data.max_length` is read in overlapping windows (`data.windows`; the stride is
+a quarter of a window's text tokens), as the server reads it.
 For a bundle trained with bottleneck adapters, `adapter=` chooses which of its adapters is
 active (default: the one it was trained with; the bundle's method selects and loads it, see
 `graftwork.methods.adapter`); for a multi-task bundle, `task=` which task's head answers
@@ -32,6 +33,7 @@ from graftwork.data import windows
 from graftwork.data.blank import NEEDS, blank_part, blank_text  # blank_text: serve imports it here
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError, GraftError
+from graftwork.inference.backends import BackendError
 from graftwork.inference.forward import evaluate_examples, predict_examples
 from graftwork.inference.multitask import task_model
 
@@ -125,7 +127,7 @@ class Predictor:
                 " --int8" if name.endswith("int8") else ""
             )
             needs = " (and pip install 'graftwork[openvino]')" if openvino else ""
-            raise BundleError(
+            raise BackendError(
                 f"bundle {self.path} has no {name} artifact it can run here; run `graft export "
                 f"{self.path} {flags}` first{needs}, or use backend 'auto'"
             )
