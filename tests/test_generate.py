@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import build_tiny_llama, tiny_recipe
 from graftwork.cli import app
 from graftwork.errors import GraftError
-from graftwork.inference.generate import load_generator
+from graftwork.inference.generate import Stopped, load_generator
 from graftwork.inference.predictor import load
 from graftwork.runs.finetune import train
 from test_serve import TOKEN, running
@@ -326,3 +327,49 @@ def test_a_bad_generate_setting_is_named_alone_without_a_hint_about_inputs(serve
     said = response.json()["error"]["message"]
     assert said.startswith(message), said
     assert "inputs" not in said and "should be less than or equal to 10" not in said
+
+
+def endless_generator(folder: Path):
+    """The tiny Llama's generator, which never ends an answer: its end of sequence is
+    suppressed (it samples, so that the answer holds words, which stream piece by piece)."""
+    generator = load_generator(folder)
+    generator.model.generation_config.suppress_tokens = [generator.tokenizer.eos_token_id]
+    return generator
+
+
+def test_a_stream_whose_reader_stops_generates_at_most_one_more_token(tiny_llama):
+    endless = endless_generator(tiny_llama)
+    stop = threading.Event()
+    after_stop = []
+    endless.model.register_forward_pre_hook(lambda *_: after_stop.append(stop.is_set()))
+    settings = endless.settings_with(max_new_tokens=8192, temperature=1.0)
+    pieces = endless.stream("Two dogs play.", settings, stop)
+    assert next(pieces)
+    stop.set()
+    with pytest.raises(Stopped):
+        list(pieces)
+    assert sum(after_stop) <= 1
+
+
+def test_a_dropped_stream_stops_generating_and_counts_as_client_closed(served, tiny_llama):
+    endless = endless_generator(tiny_llama)
+    forwards = []
+    endless.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    with running(served) as (url, models):
+        models[0].generator = endless  # the served causal_lm bundle generates without end
+        generate = f"{url}/v1/models/translate/generate"
+        body = {"inputs": [PROMPTS[1]], "max_new_tokens": 8192, "temperature": 1.0}
+        with httpx.stream("POST", generate, json={**body, "stream": True}) as response:
+            next(line for line in response.iter_lines() if line.startswith("data:"))
+        # the client is gone: the server counts it as 499 once it has seen so
+        pattern = r'requests_total\{code="499",model="translate"\} 1\.0'
+        deadline = time.monotonic() + 60
+        while not re.search(pattern, httpx.get(f"{url}/metrics").text):
+            assert time.monotonic() < deadline, httpx.get(f"{url}/metrics").text
+            time.sleep(0.05)
+        seen = len(forwards)
+        behind = httpx.post(generate, json={"inputs": [PROMPTS[3]], "max_new_tokens": 2})
+        assert behind.status_code == 200, behind.text
+        metrics = httpx.get(f"{url}/metrics").text
+    assert len(forwards) <= seen + 1 + 2  # one more step of the stream, two of the request
+    assert 'code="500"' not in metrics, metrics

@@ -11,7 +11,8 @@ bundle's `generation` section unless the caller gives others.
   minimal), left-padded, through `model.generate` with its KV cache (`tasks.generation`);
   answers in input order; `on_batch(done)` reports progress.
 - `stream(prompt)`: one prompt, its answer as text pieces while it is generated (transformers'
-  `TextIteratorStreamer`, generation in a worker thread).
+  `TextIteratorStreamer`, generation in a worker thread); setting its `stop` event ends the
+  generation at the next token (`Stopped`), as the server does when a client leaves.
 
 Left out: ONNX or other backends (generation stays in PyTorch: an export with a KV cache is
 not done here), and several answers per prompt.
@@ -53,6 +54,24 @@ def check_temperature(temperature: float | None) -> None:
             "temperature 0 does not sample (it would divide the logits by zero); for "
             'deterministic output use greedy decoding: --greedy, or "greedy": true in a request'
         )
+
+
+class Stopped(Exception):
+    """A streamed generation ended early because its reader set the `stop` event."""
+
+
+def stoppable_streamer(tokenizer, stop: threading.Event | None):
+    """transformers' `TextIteratorStreamer`, whose `put` (called with each new token, in the
+    generating thread) raises `Stopped` once `stop` is set, so `generate` ends within a step."""
+    from transformers import TextIteratorStreamer
+
+    class Streamer(TextIteratorStreamer):
+        def put(self, value) -> None:
+            if stop is not None and stop.is_set():
+                raise Stopped("the reader stopped the generation")
+            super().put(value)
+
+    return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
 
 
 @dataclass
@@ -123,14 +142,18 @@ class Generator:
                 on_batch(len(batch))
         return out
 
-    def stream(self, prompt: str, settings: GenerationConfig | None = None) -> Iterator[str]:
-        """The answer to one prompt, piece by piece as it is generated."""
-        from transformers import TextIteratorStreamer
-
+    def stream(
+        self,
+        prompt: str,
+        settings: GenerationConfig | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """The answer to one prompt, piece by piece as it is generated; once `stop` is set,
+        generation ends at its next token and the iteration raises `Stopped` (a reader that
+        closes the iteration early stops the generation the same way)."""
+        stop = stop if stop is not None else threading.Event()
         ids = self.prompt_ids([prompt])
-        streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
-        )
+        streamer = stoppable_streamer(self.tokenizer, stop)
         failed: list[BaseException] = []
 
         def work() -> None:
@@ -144,7 +167,11 @@ class Generator:
 
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
-        yield from streamer
+        try:
+            yield from streamer
+        except GeneratorExit:  # the reader left: generate no further
+            stop.set()
+            raise
         worker.join()
         if failed:
             raise failed[0]

@@ -14,8 +14,9 @@ The same guard (host, token, body size), input limits (count, characters, blank 
 metrics (requests by code, inputs, latency, in flight) as `predict`; generation runs in a
 worker thread, one request at a time per model (a model's CPU threads are not shared by two
 generations), and waits at most `--request-timeout` for its turn; at most `--max-queue`
-requests wait per model (503 beyond). A client that leaves mid-stream does not stop its
-generation, which runs to its end in the worker thread. Left out: the batcher (generated
+requests wait per model (503 beyond). A client that leaves mid-stream stops its generation
+at the next token (the model's turn goes to the next request), and the request is counted as
+499, client closed, not as a server error. Left out: the batcher (generated
 answers are not windows; a request is its own batch).
 """
 
@@ -36,6 +37,7 @@ from graftwork.serve.schemas import ApiError, error_responses
 from graftwork.tasks import generation as gen
 
 EVENT_STREAM = "text/event-stream"
+CLIENT_CLOSED = 499  # the code /metrics counts a stream under when its client left (nginx's)
 
 
 class GenerateRequest(BaseModel):
@@ -188,15 +190,19 @@ def add_generate_route(app: FastAPI, server, model_name) -> None:
             count(name, code, len(body.inputs), started)
 
     async def streamed(name, generator, settings, prompt, turn, started) -> AsyncIterator[str]:
-        """The SSE events of one prompt's answer; the generator runs in a worker thread."""
+        """The SSE events of one prompt's answer; the generator runs in a worker thread, which
+        stops at its next token once the client is gone."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
+        stop = threading.Event()
 
         pieces: list[str] = []
 
         def produce() -> None:
-            for piece in generator.stream(prompt, settings):
+            if stop.is_set():  # the client left while this request waited for its turn
+                return
+            for piece in generator.stream(prompt, settings, stop):
                 pieces.append(piece)
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
@@ -226,7 +232,11 @@ def add_generate_route(app: FastAPI, server, model_name) -> None:
                     yield sse({"text": item})
             code = 200
             yield sse({"done": True, "generated_text": "".join(pieces).strip()})
+        except (asyncio.CancelledError, GeneratorExit):  # the client closed the stream
+            code = CLIENT_CLOSED
+            raise
         finally:
+            stop.set()
             server.in_flight[name] -= 1
             count(name, code, 1, started)
 
