@@ -7,11 +7,17 @@ One tiny few-shot run (conftest's tiny BERT, real SST-2 rows), shared by every t
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import httpx
 import numpy as np
 import pytest
+import yaml
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import graftwork
@@ -21,6 +27,7 @@ from graftwork.errors import BundleError, GraftError
 from graftwork.methods.base import refuse
 from graftwork.runs.fewshot import FewshotModel, fewshot
 from test_fewshot import NAMES, recipe_for
+from test_resume_and_parallel import KILLED_AFTER_A_CHECKPOINT
 from test_serve import running
 
 
@@ -139,3 +146,43 @@ def test_a_manifest_that_claims_another_method_is_refused(trained, tmp_path):
 
 
 assert NAMES  # the labels recipe_for names
+
+
+# two epochs of 4 steps, a checkpoint every 3: the killed run dies right after the checkpoint
+# of step 6 (second epoch, its second batch), so resuming replays an epoch's order and skips
+# into the next
+RESUMED = {"epochs": 2, "checkpoint_every": 3}
+
+
+def test_a_killed_few_shot_run_resumes_to_the_same_bundle(tiny_bert, sst2_small, tmp_path):
+    def recipe(out):
+        made = recipe_for(tiny_bert, sst2_small, out, zero_shot=False)
+        made["train"] |= RESUMED
+        return made
+
+    whole = fewshot(recipe(tmp_path / "whole"))
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "killed")), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_A_CHECKPOINT.format(stop=5), "fewshot", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    run = tmp_path / "killed" / "tiny-fewshot"
+    assert [p.name for p in (run / "checkpoints").glob("step-*")] == ["step-00000006"]
+    assert not (run / "bundle").exists()
+
+    result = CliRunner().invoke(app, ["fewshot", str(path)])
+    assert result.exit_code != 0 and "--resume" in str(result.exception or result.output)
+    resumed = fewshot(str(path), resume=True)
+    assert "resumed from step-00000006" in (run / "train.log").read_text(encoding="utf-8")
+    assert resumed["train"]["loss_history"] == whole["train"]["loss_history"]
+    assert resumed["train"]["pairs_seen"] == whole["train"]["pairs_seen"]
+    assert resumed["eval"] == whole["eval"]
+    want = load_file(str(tmp_path / "whole" / "tiny-fewshot" / "bundle" / "model.safetensors"))
+    got = load_file(str(run / "bundle" / "model.safetensors"))
+    assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in want)
+    assert not (run / "checkpoints").exists() or not list((run / "checkpoints").iterdir())

@@ -48,7 +48,13 @@ head), `examples_seen` (texts through the encoder in training: two per pair trai
 per example embedded for the head) and `examples_per_second` (that over the training time),
 and the memory `machine.PeakMemory` saw during training (as `graft train` records it).
 
-Leaves out: checkpoints and resume (runs take minutes), sentence pairs as input, a
+The pair loop checkpoints into `runs/NAME/checkpoints/` (`train.checkpoint`'s format, every
+`train.checkpoint_every` steps, else each epoch); `graft fewshot RECIPE --resume` after a kill
+continues from the last one to the same result (the pair order is a function of the seed and
+the epoch; the torch RNG, optimizer and schedule are restored), zero-shot scores and the head
+are computed again. The checkpoint is removed once the bundle is written.
+
+Leaves out: sentence pairs as input, a
 differentiable head trained end to end (SetFit's second option), and encoders with modules
 beyond the transformer, pooling (mean, cls or max) and normalisation (a Dense layer).
 """
@@ -56,7 +62,6 @@ beyond the transformer, pooling (mean, cls or max) and normalisation (a Dense la
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -81,11 +86,13 @@ from graftwork.machine import PeakMemory, describe
 from graftwork.methods import count_parameters
 from graftwork.runs import lock
 from graftwork.runs.fewshot_bundle import FewshotModel, bundle_model, embed, save_bundle
-from graftwork.runs.lifecycle import setup_logging, whole_run
-from graftwork.train.loop import fused_adamw
+from graftwork.runs.fewshot_train import contrastive, pairs
+from graftwork.runs.lifecycle import prepare_run_dir, remove_leftovers, setup_logging, whole_run
+from graftwork.train import checkpoint
 
 log = logging.getLogger("graftwork")
-__all__ = ["FewshotModel", "fewshot", "load_fewshot_recipe"]  # FewshotModel: runs/fewshot_bundle
+# FewshotModel: runs/fewshot_bundle; pairs: runs/fewshot_train
+__all__ = ["FewshotModel", "fewshot", "load_fewshot_recipe", "pairs"]
 
 
 class FewshotConfig(BaseModel):
@@ -153,24 +160,6 @@ def per_class(examples: list[dict], n: int | None, seed: int) -> list[dict]:
     return [examples[i] for i in keep]
 
 
-def pairs(labels: list[str], rounds: int, seed: int) -> list[tuple[int, int, float]]:
-    """SetFit's pairs: per round and example, (i, same-label j ≠ i, 1.0) and (i, other, 0.0)."""
-    rng = random.Random(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    out = []
-    for _ in range(rounds):
-        for i, label in enumerate(labels):
-            same = [j for j in by_label[label] if j != i]
-            if same:
-                out.append((i, rng.choice(same), 1.0))
-            other = [j for j in range(len(labels)) if labels[j] != label]
-            if other:
-                out.append((i, rng.choice(other), 0.0))
-    return out
-
-
 # ---------------------------------------------------------------- model
 
 
@@ -184,73 +173,6 @@ def load_encoder(recipe: FewshotRecipe):
         encoder = SentenceTransformer(str(folder), device=device)
     encoder.max_seq_length = recipe.data.max_length
     return encoder
-
-
-def contrastive(encoder, texts: list[str], labels: list[str], recipe: FewshotRecipe) -> dict:
-    """Fine-tune `encoder` on SetFit pairs (until `train.max_minutes`, if set); returns
-    {"loss_history": [[step, loss], …], "steps", "planned_steps", "pairs" (drawn for one
-    pass), "pairs_seen"}."""
-    from sentence_transformers import losses
-    from transformers import get_linear_schedule_with_warmup
-
-    cfg = recipe.train
-    todo = pairs(labels, recipe.fewshot.iterations, cfg.seed)
-    if not todo:
-        raise DataError("no training pairs: few-shot training needs two labels or more")
-    loss_fn = losses.CosineSimilarityLoss(encoder)
-    groups = [{"params": [p for p in encoder.parameters() if p.requires_grad]}]
-    optimizer = torch.optim.AdamW(
-        groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_adamw(groups)
-    )
-    batches = math.ceil(len(todo) / cfg.batch_size)
-    steps = max(1, math.ceil(cfg.epochs * batches))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * steps), steps)
-    rng, device, history = random.Random(cfg.seed), encoder.device, []
-    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
-    encoder.train()
-    step, running, seen = 0, [], 0
-    while step < steps and time.monotonic() <= deadline:
-        order = todo[:]
-        rng.shuffle(order)
-        for start in range(0, len(order), cfg.batch_size):
-            if step >= steps:
-                break
-            if time.monotonic() > deadline:
-                log.info("train.max_minutes reached: stopped at step %d of %d", step, steps)
-                break
-            batch = order[start : start + cfg.batch_size]
-            sides = [encoder.preprocess([texts[pair[k]] for pair in batch]) for k in (0, 1)]
-            sides = [{k: _to(v, device) for k, v in side.items()} for side in sides]
-            target = torch.tensor([pair[2] for pair in batch], device=device)
-            loss = loss_fn(sides, target)  # MSE(cosine(u, v), target)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(batch)
-            running.append(loss.item())
-            if step % cfg.log_every == 0 or step == steps:
-                history.append([step, sum(running) / len(running)])
-                log.info("step %d/%d  pair loss %.4f", step, steps, history[-1][1])
-                running = []
-    if running:  # stopped by train.max_minutes between two log lines
-        history.append([step, sum(running) / len(running)])
-    encoder.eval()
-    return {
-        "loss_history": history,
-        "steps": step,
-        "planned_steps": steps,
-        "pairs": len(todo),
-        "pairs_seen": seen,
-    }
-
-
-def _to(value, device):
-    """A tensor on `device`; other tokenizer outputs (sentence-transformers adds some) as is."""
-    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def fit_head(embeddings: np.ndarray, labels: list[str], names: list[str], C: float, seed: int):
@@ -290,12 +212,17 @@ def _read(recipe: FewshotRecipe, split: str):
 
 
 @whole_run
-def fewshot(recipe, overrides: list[str] | None = None) -> dict:
-    """Train (contrastive encoder, then the head), evaluate, write the bundle and metrics."""
+def fewshot(
+    recipe, overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False
+) -> dict:
+    """Train (contrastive encoder, then the head), evaluate, write the bundle and metrics;
+    `resume`: continue from the folder's last checkpoint (`overwrite`: discard it)."""
     recipe = load_fewshot_recipe(recipe, overrides)
     cfg, run_dir = recipe.train, recipe.run_dir
     lock.acquire(run_dir)
     setup_logging(run_dir)
+    remove_leftovers(run_dir)
+    prepare_run_dir(run_dir, resume, overwrite, main=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     examples = subsample(_read(recipe, "train").examples, recipe.data.max_train_examples, cfg.seed)
@@ -327,7 +254,7 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
     started = time.perf_counter()
     with PeakMemory() as memory:
         if recipe.fewshot.contrastive:
-            tuned = contrastive(encoder, texts, labels, recipe)
+            tuned = contrastive(encoder, texts, labels, recipe, resume)
         coef, intercept = fit_head(
             embed(encoder, texts, cfg.eval_batch_size), labels, names, recipe.fewshot.C, cfg.seed
         )
@@ -363,4 +290,5 @@ def fewshot(recipe, overrides: list[str] | None = None) -> dict:
     with atomic.building(run_dir / "bundle") as tmp:
         save_bundle(tmp, encoder, model, names, recipe, metrics)
     atomic.write_json(run_dir / "metrics.json", metrics)
+    checkpoint.remove_all(run_dir)  # the bundle is whole: nothing left to resume
     return metrics
