@@ -48,7 +48,7 @@ from graftwork.runs.finetune import RunResult, train
 from graftwork.tasks import output_logits
 
 # a method the shared loop cannot train (setfit: `graft fewshot` trains it, TRAINS = False)
-METHODS = [m for m in registry.METHODS if getattr(registry.method(m), "TRAINS", True)]
+METHODS = registry.trained_methods()
 TASKS = list(registry.TASKS)
 # a task that names the methods it trains with (seq2seq: full, lora) refuses the others at
 # recipe validation (tests/test_seq2seq.py checks the refusal), so only its own pairs run here

@@ -94,3 +94,9 @@ def backend_name(name: str) -> str:
 def configs(kind: str) -> dict[str, type]:
     """name → the `Config` model of each registered module of `kind` (method, objective)."""
     return {name: lookup(kind, name).Config for name in KINDS[kind]}
+
+
+def trained_methods() -> list[str]:
+    """The methods the shared loop trains (`graft train`, `graft compare`): all but those whose
+    module says `TRAINS = False` (setfit: its bundles are made by `graft fewshot`)."""
+    return [name for name in METHODS if getattr(method(name), "TRAINS", True)]

@@ -54,7 +54,6 @@ from graftwork.config.recipe import load_recipe
 from graftwork.errors import GraftError, RecipeError
 from graftwork.machine import describe
 from graftwork.methods.base import files_bytes
-from graftwork.registry import METHODS
 from graftwork.runs.compare_report import SHORT, write_compare_report
 from graftwork.runs.compare_report import cells as cells  # the CLI's table, from the one COLUMNS
 from graftwork.runs.compare_report import notes as notes
@@ -65,7 +64,7 @@ log = logging.getLogger("graftwork")
 
 FEWSHOT = "fewshot"  # `graft fewshot` (SetFit), run beside the methods
 ZERO_SHOT = "zero-shot"  # its zero-shot score, a row of its own
-CHOICES = (*METHODS, FEWSHOT)
+CHOICES = (*registry.trained_methods(), FEWSHOT)  # setfit is the fewshot entry
 # the training recipe's train settings the few-shot run takes (not lr, epochs: its own)
 FEWSHOT_TRAIN = (
     "seed",
