@@ -217,10 +217,8 @@ class Server:
             ) from None
         finally:
             self.in_flight[name] -= 1
-            self.metrics.requests.labels(name, str(code)).inc()
-            if code == 200:
-                self.metrics.inputs.labels(name).inc(len(request.inputs))
-            self.metrics.latency.labels(name).observe(asyncio.get_running_loop().time() - start)
+            seconds = asyncio.get_running_loop().time() - start
+            self.metrics.request(name, code, len(request.inputs), seconds)
 
     def on_batch(self, name: str, size: int, tokens: int, seconds: float) -> None:
         self.metrics.windows.labels(name).inc(size)

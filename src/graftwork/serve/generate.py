@@ -144,10 +144,7 @@ def add_generate_route(app: FastAPI, server, model_name) -> None:
             turn.lock.release()
 
     def count(name: str, code: int, inputs: int, started: float) -> None:
-        server.metrics.requests.labels(name, str(code)).inc()
-        if code == 200:
-            server.metrics.inputs.labels(name).inc(inputs)
-        server.metrics.latency.labels(name).observe(asyncio.get_running_loop().time() - started)
+        server.metrics.request(name, code, inputs, asyncio.get_running_loop().time() - started)
 
     async def generate(body: GenerateRequest, request: Request, name: str = model_name):
         """Text generated from each prompt (causal_lm bundles), whole or as server-sent events."""

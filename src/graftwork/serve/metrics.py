@@ -105,5 +105,13 @@ class ServerMetrics:
             registry=registry,
         )
 
+    def request(self, name: str, code: int, inputs: int, seconds: float) -> None:
+        """Count one answered request of model `name`: its status code, its inputs (when it
+        succeeded) and its latency. The predict and the generate routes both count here."""
+        self.requests.labels(name, str(code)).inc()
+        if code == 200:
+            self.inputs.labels(name).inc(inputs)
+        self.latency.labels(name).observe(seconds)
+
     def render(self) -> str:
         return _ENCODE(self.registry).decode()
