@@ -224,6 +224,11 @@ def prune_bundle(
         "source_bundle": str(bundle),
     }
     dropped = ("format", "files", "versions", "created", "artifacts", "metrics", "pruning")
+    # a multi-task bundle's root or task folder prunes into a standalone bundle of its one task
+    # (the whole model is written): its shared-encoder keys would send loads elsewhere
+    dropped += ("multitask", "encoder", "multitask_of")
+    if manifest.multitask is not None or manifest.encoder is not None:
+        log.info("the pruned bundle holds the %s task alone, a standalone model", manifest.task)
     new_manifest = {k: v for k, v in manifest.dump().items() if k not in dropped}
     new_manifest["pruning"] = pruning
     new_manifest["metrics"] = {**metrics, "parameters": params}
