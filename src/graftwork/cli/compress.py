@@ -1,7 +1,9 @@
 """`graft distill`, `graft prune`, `graft export`: smaller and faster bundles from a bundle.
 
 Each verb calls one function of `graftwork.runs` / `compress` / `export` and prints what it
-measured; the prune table shows the task's headline metric (`tasks.base.headline`).
+measured; the prune table shows the task's headline metric (`tasks.base.headline`). The
+flags' defaults and help are the recipe sections' (`config.compress.PruneConfig`,
+`ExportConfig`), and the prune flags are checked by the same rules, named as flags.
 Left out: chaining them (a recipe's `compress:` section does that, through `graft run`).
 """
 
@@ -10,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from graftwork.backbones.quiet import quiet_libraries
 from graftwork.bundle import read_manifest
 from graftwork.cli import render
 from graftwork.cli.inputs import OVERRIDES, RESUME
-from graftwork.config.compress import MAX_DROP
+from graftwork.config.compress import EXPORT, PRUNE, ExportConfig, PruneConfig
 from graftwork.errors import GraftError
 from graftwork.export import export_bundle
 from graftwork.runs.distill import distill as run_distill
@@ -41,23 +44,51 @@ def distill(
         render.results(result)
 
 
+def helped(section: type, field: str) -> str:
+    """The help of a flag: the description of the recipe section's field it sets."""
+    return section.model_fields[field].description or ""
+
+
+def prune_settings(**values) -> PruneConfig:
+    """The prune flags checked as the recipe's `compress.prune` section, errors named as flags."""
+    try:
+        return PruneConfig(**values)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']} (got {e['input']!r})"
+            for e in err.errors()
+        )
+        raise GraftError(f"graft prune: {problems}") from None
+
+
 def prune(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
-    heads: float = typer.Option(0.3, "--heads", help="Fraction of attention heads to remove."),
-    ffn: float = typer.Option(0.3, "--ffn", help="Fraction of FFN neurons to remove."),
+    heads: float = typer.Option(PRUNE.heads, "--heads", help=helped(PruneConfig, "heads")),
+    ffn: float = typer.Option(PRUNE.ffn, "--ffn", help=helped(PruneConfig, "ffn")),
     target: Path = typer.Option(None, "--out", help="New bundle folder (default: BUNDLE-pruned)."),
     data: Path = typer.Option(None, "--data", help="Training file (default: the recipe's)."),
-    recovery_epochs: float = typer.Option(1.0, "--recovery-epochs", min=0),
-    recovery_lr: float = typer.Option(None, "--recovery-lr"),
-    max_examples: int = typer.Option(None, "--max-examples", min=1),
+    recovery_epochs: float = typer.Option(
+        PRUNE.recovery_epochs, "--recovery-epochs", help=helped(PruneConfig, "recovery_epochs")
+    ),
+    recovery_lr: float = typer.Option(
+        PRUNE.recovery_lr, "--recovery-lr", help=helped(PruneConfig, "recovery_lr")
+    ),
+    max_examples: int = typer.Option(
+        PRUNE.max_examples, "--max-examples", help=helped(PruneConfig, "max_examples")
+    ),
 ):
     """Remove the least important heads and FFN neurons, fine-tune briefly, write a bundle."""
+    settings = prune_settings(
+        heads=heads,
+        ffn=ffn,
+        recovery_epochs=recovery_epochs,
+        recovery_lr=recovery_lr,
+        max_examples=max_examples,
+    )
     setup_logging(None)
     quiet_libraries()
     target = target or bundle.with_name(bundle.name + "-pruned")
-    report = prune_bundle(
-        bundle, target, heads, ffn, data, recovery_epochs, recovery_lr, max_examples
-    )
+    report = prune_bundle(bundle, target, data=data, **settings.model_dump())
     task = read_manifest(target, verify=False)["task"]
     render.pruning(f"{bundle} → {target}", report, headline(task))
 
@@ -65,22 +96,19 @@ def prune(
 def export(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export FP32 ONNX (the base of all)."),
-    int8: bool = typer.Option(False, "--int8", help="Also write a dynamic INT8 ONNX model."),
+    int8: bool = typer.Option(EXPORT.int8, "--int8/--no-int8", help=helped(ExportConfig, "int8")),
     keep_attention_fp32: bool = typer.Option(
-        False, "--keep-attention-fp32", help="INT8: leave attention products in FP32."
+        EXPORT.keep_attention_fp32,
+        "--keep-attention-fp32",
+        help=helped(ExportConfig, "keep_attention_fp32"),
     ),
     data: Path = typer.Option(None, "--data", help="Labelled file for the parity check."),
     limit: int = typer.Option(None, "--limit", min=1, help="Check on the first N examples."),
     openvino: bool = typer.Option(
-        False, "--openvino", help="Also write OpenVINO IRs (FP32; static INT8 with --int8)."
+        EXPORT.openvino, "--openvino", help=helped(ExportConfig, "openvino")
     ),
     max_drop: float = typer.Option(
-        MAX_DROP,
-        "--max-drop",
-        min=0.0,
-        help="INT8 accuracy budget: points of the headline metric an INT8 artifact may lose "
-        "on the check examples (OpenVINO keeps operations in FP32 to stay within it; auto "
-        "serves no artifact over it).",
+        EXPORT.max_drop, "--max-drop", min=0.0, help=helped(ExportConfig, "max_drop")
     ),
 ):
     """Export to ONNX (+ INT8) and OpenVINO, check parity on real examples, record it in the

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from graftwork.bundle import atomic, write_bundle
-from graftwork.config.compress import MAX_DROP
+from graftwork.config.compress import EXPORT
 from graftwork.config.recipe import load_recipe
 from graftwork.data.readers import read_examples
 from graftwork.errors import GraftError
@@ -57,16 +57,17 @@ def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[li
 
 def export_bundle(
     bundle: Path,
-    int8: bool = False,
-    keep_attention_fp32: bool = False,
+    int8: bool = EXPORT.int8,
+    keep_attention_fp32: bool = EXPORT.keep_attention_fp32,
     data: Path | None = None,
     limit: int | None = None,
     threads: int | None = None,
-    openvino: bool = False,
-    max_drop: float = MAX_DROP,
+    openvino: bool = EXPORT.openvino,
+    max_drop: float = EXPORT.max_drop,
 ) -> dict:
     """Add onnx/model.onnx (and onnx/model-int8.onnx; with `openvino`, the IRs under
-    openvino/) to `bundle`; returns the parity report. `max_drop`: the INT8 accuracy budget."""
+    openvino/) to `bundle`; returns the parity report. `max_drop`: the INT8 accuracy budget.
+    The defaults are the recipe's `compress.export` section's (`config.compress.EXPORT`)."""
     bundle = Path(bundle)
     predictor = Predictor(bundle, backend="torch", threads=threads)
     refuse(predictor.manifest.method, "export", bundle, task=predictor.manifest.task)

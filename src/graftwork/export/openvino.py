@@ -142,7 +142,7 @@ def quantize_within(
             raise GraftError(
                 f"OpenVINO INT8 loses {100 * (reference - after):.2f} points of the metric even "
                 f"with {len(kept)} operations kept in FP32 (budget {max_drop:.2f}); the bundle "
-                "was left unchanged. Raise --max-drop, or export without --int8."
+                "was left unchanged. Raise --max-drop, or export with --no-int8."
             )
     ov.save_model(quantized, str(xml), compress_to_fp16=False)
     return {"int8_score": after, "kept_fp32": kept}

@@ -38,7 +38,7 @@ from graftwork.compress.importance import (
     importance,
     normalise_by_layer,
 )
-from graftwork.config.compress import PruneConfig
+from graftwork.config.compress import PRUNE, PruneConfig
 from graftwork.config.recipe import load_recipe
 from graftwork.data.batching import collate, inference_batches
 from graftwork.data.readers import ReadResult, read_examples
@@ -92,12 +92,12 @@ def _recover(model, features, targets, cfg, pad_id: int):
 def prune_bundle(
     bundle: Path,
     out: Path,
-    heads: float,
-    ffn: float,
+    heads: float = PRUNE.heads,
+    ffn: float = PRUNE.ffn,
     data: Path | None = None,
-    recovery_epochs: float = 1.0,
-    recovery_lr: float | None = None,
-    max_examples: int | None = None,
+    recovery_epochs: float = PRUNE.recovery_epochs,
+    recovery_lr: float | None = PRUNE.recovery_lr,
+    max_examples: int | None = PRUNE.max_examples,
     seed: int = 13,
 ) -> dict:
     """Prune `heads` and `ffn` (fractions) of a bundle's model, recover, write a bundle at `out`.
@@ -105,8 +105,8 @@ def prune_bundle(
     Importance and recovery use the recipe's data.train (or `data`; `max_examples` takes a
     seeded sample). `recovery_epochs=0` skips recovery; `recovery_lr` defaults to the recipe's
     lr for full fine-tuning runs and to 5e-5 otherwise. The settings are checked as the
-    recipe's `compress.prune` section. Returns the report stored in the new manifest under
-    "pruning", plus "bundle" and "metrics".
+    recipe's `compress.prune` section, whose defaults they are (`config.compress.PRUNE`).
+    Returns the report stored in the new manifest under "pruning", plus "bundle" and "metrics".
     """
     settings = load_recipe(
         {
