@@ -1,4 +1,5 @@
-"""The method × task matrix: every registered adaptation method on every registered task.
+"""The method × task matrix: every registered adaptation method on every registered task, and
+every registered training objective (full fine-tuning) on every task that trains with it.
 
 peft's `tests/test_custom_models.py` pattern (one table of cases, the same generic checks for
 each) with torchtune's golden losses. Pairs come from `graftwork.registry` at collection (names
@@ -15,6 +16,12 @@ giving the base model's logits; exact resume (stopped after `STOP` steps at a ch
 resumed: same loss history, bit-identical bundle); `graft compare` giving it a row (run
 in-process: its `graft train` subprocesses go through the CLI here); and the loss of every step
 (metrics.json `train.loss_history`) equal to `tests/golden/losses.json` within `RTOL`.
+
+An objective pair (`OBJECTIVE_PAIRS`: each registered objective with full fine-tuning, on every
+task that trains with it, its tiny settings in `OBJECTIVE_SAMPLE`) is checked for: training
+unlike the plain full run's, a bundle holding the plain run's tensors (nothing of the objective
+saved) that reloads to the trained logits, exact resume, and its golden losses
+(`full+OBJECTIVE/TASK`).
 
 Golden losses are written only on request (after a deliberate change of numerics, or for a new
 method or task), for the pairs selected, by `UPDATE_COMMAND` (`-k golden`: every pair); commit
@@ -57,6 +64,16 @@ PAIRS = [
     for m in METHODS
     for t in TASKS
     if m in getattr(registry.task(t), "METHODS", METHODS)
+]
+
+# every registered training objective on every task that trains with it (a task's `OBJECTIVES`:
+# QA, seq2seq and causal LM name none), with full fine-tuning; the objective's settings for a
+# tiny run are in `OBJECTIVE_SAMPLE`, and `test_every_objective_has_a_sample` asks for them
+OBJECTIVE_PAIRS = [
+    pytest.param(o, t, id=f"{o}-{t}")
+    for o in registry.OBJECTIVES
+    for t in TASKS
+    if o in getattr(registry.task(t), "OBJECTIVES", registry.OBJECTIVES)
 ]
 
 # what each method claims (peft's TEST_CASES): which parameters train — "all", "head" (the
@@ -186,6 +203,32 @@ def recipe_for(method: str, task: str, backbone: Path, data: dict, out: Path) ->
     return recipe
 
 
+# an objective's settings for a tiny run, from (task, its data sample, the matrix): DANN's
+# target domain is the sample's eval file read without its labels (the mechanics, not a real
+# shift: test_objectives.py has CoNLL → WikiANN); EWC's task A is the matrix's full run on the
+# same task, its Fisher from a few of that run's examples
+OBJECTIVE_SAMPLE = {
+    "dann": lambda task, data, matrix: {
+        "type": "dann",
+        "target": str(data["eval"]),
+        "target_examples": 64,
+        "hidden": 16,
+        "weight": 1.0,
+    },
+    "ewc": lambda task, data, matrix: {
+        "type": "ewc",
+        "previous": str(matrix("full", task).result.bundle),
+        "lambda": 100.0,
+        "fisher_examples": 32,
+    },
+}
+
+
+def golden_key(method: str, task: str, objective: str | None = None) -> str:
+    """The pair's entry in the golden record: `method/task`, `method+objective/task`."""
+    return f"{method}+{objective}/{task}" if objective else f"{method}/{task}"
+
+
 def backbone_of(recipe: dict) -> Path:
     """The folder of a recipe's backbone (the encoder's, for a warm-started encoder-decoder)."""
     backbone = recipe["backbone"]
@@ -239,12 +282,13 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def matrix(request, backbone, tmp_path_factory):
-    """`matrix(method, task)`: the pair's instrumented run, trained on first use."""
-    runs: dict[tuple[str, str], Run] = {}
+    """`matrix(method, task, objective=None)`: the pair's instrumented run (with the
+    objective's `OBJECTIVE_SAMPLE` settings), trained on first use."""
+    runs: dict[tuple[str, str, str | None], Run] = {}
 
-    def get(method: str, task: str) -> Run:
-        if (method, task) in runs:
-            return runs[(method, task)]
+    def get(method: str, task: str, objective: str | None = None) -> Run:
+        if (method, task, objective) in runs:
+            return runs[(method, task, objective)]
         module = registry.method(method)
         seen: dict = {}
         apply, finish = module.apply, module.finish
@@ -268,15 +312,18 @@ def matrix(request, backbone, tmp_path_factory):
             seen["after"] = snapshot(model)
             return finish(model, out_dir)
 
-        out = tmp_path_factory.mktemp(f"{method}-{task}")
-        recipe = recipe_for(method, task, backbone, data_for(request, task), out)
+        out = tmp_path_factory.mktemp(f"{method}-{objective or 'plain'}-{task}")
+        data = data_for(request, task)
+        recipe = recipe_for(method, task, backbone, data, out)
+        if objective is not None:
+            recipe["objective"] = OBJECTIVE_SAMPLE[objective](task, data, get)
         inputs = probe_inputs(backbone_of(recipe))
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(module, "apply", traced_apply)
             patch.setattr(module, "finish", traced_finish)
             result = train(recipe)
-        runs[(method, task)] = Run(result=result, **seen)
-        return runs[(method, task)]
+        runs[(method, task, objective)] = Run(result=result, **seen)
+        return runs[(method, task, objective)]
 
     threads = torch.get_num_threads()
     yield get
@@ -288,8 +335,15 @@ def test_every_method_states_its_claims():
     assert not missing, f"state in CLAIMS what {missing} train(s) and how they start"
 
 
+def test_every_objective_has_a_sample():
+    missing = [o for o in registry.OBJECTIVES if o not in OBJECTIVE_SAMPLE]
+    assert not missing, f"give {missing} settings for a tiny run in OBJECTIVE_SAMPLE"
+
+
 def test_the_golden_record_holds_only_registered_pairs():
-    stale = set(read_golden()) - {f"{m}/{t}" for m in METHODS for t in TASKS}
+    registered = {golden_key(m, t) for m in METHODS for t in TASKS}
+    registered |= {golden_key("full", t, o) for o in registry.OBJECTIVES for t in TASKS}
+    stale = set(read_golden()) - registered
     assert not stale, f"{GOLDEN} holds losses of unregistered pairs {sorted(stale)}: remove them"
 
 
@@ -357,9 +411,15 @@ def test_an_interrupted_run_resumes_exactly(
 ):
     reference = matrix(method, task).result
     module = registry.method(method)
-    schedule = getattr(module, "schedule", None)
+    stopping = stopping_at_stop(getattr(module, "schedule", None))
+    recipe = recipe_for(method, task, backbone, data_for(request, task), tmp_path)
+    resumes_exactly(reference, recipe, module, stopping, monkeypatch)
 
-    def stopping(model, config):  # the method's own schedule, and a stop at step STOP
+
+def stopping_at_stop(schedule):
+    """A method `schedule` that runs the method's own (`schedule`, if any) and stops at STOP."""
+
+    def stopping(model, config):
         inner = schedule(model, config) if schedule else None
 
         def on_step(step: int, steps: int) -> None:
@@ -370,7 +430,12 @@ def test_an_interrupted_run_resumes_exactly(
 
         return on_step
 
-    recipe = recipe_for(method, task, backbone, data_for(request, task), tmp_path)
+    return stopping
+
+
+def resumes_exactly(reference: RunResult, recipe: dict, module, stopping, monkeypatch) -> None:
+    """Stop `recipe`'s run at step STOP (the method's `schedule` replaced by `stopping`), resume
+    it, and compare with the uninterrupted `reference`: losses, steps, every bundle tensor."""
     monkeypatch.setattr(module, "schedule", stopping, raising=False)
     with pytest.raises(Interrupted):
         train(recipe)
@@ -452,7 +517,11 @@ def write_golden(key: str, history: list) -> None:
 def test_loss_history_matches_the_golden_record(matrix, method, task):
     history = matrix(method, task).result.metrics["train"]["loss_history"]
     assert [step for step, _ in history] == list(range(1, steps(matrix(method, task).result) + 1))
-    key = f"{method}/{task}"
+    matches_golden(history, golden_key(method, task), method, task)
+
+
+def matches_golden(history: list, key: str, method: str, task: str) -> None:
+    """`history` equals the golden record's `key` within RTOL (written instead when UPDATE)."""
     if UPDATE:
         write_golden(key, history)
         return
@@ -463,3 +532,38 @@ def test_loss_history_matches_the_golden_record(matrix, method, task):
     assert [s for s, _ in history] == [s for s, _ in golden[key]]
     losses, recorded = [v for _, v in history], [v for _, v in golden[key]]
     assert losses == pytest.approx(recorded, rel=RTOL), f"{key}: the numerics changed"
+
+
+# Objectives (full fine-tuning with each) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective, task", OBJECTIVE_PAIRS)
+def test_an_objective_changes_training_and_leaves_a_plain_bundle(matrix, objective, task):
+    run, plain = matrix("full", task, objective), matrix("full", task)
+    history = run.result.metrics["train"]["loss_history"]
+    assert history != plain.result.metrics["train"]["loss_history"], "the objective did nothing"
+    assert bundle_tensors(run.result.bundle).keys() == bundle_tensors(plain.result.bundle).keys()
+    predictor = graftwork.load(run.result.bundle, backend="torch")
+    reloaded = logits(predictor.model, probe_inputs(run.result.bundle))
+    torch.testing.assert_close(reloaded, run.trained, rtol=1e-5, atol=1e-5)
+    assert predictor.manifest.objective["type"] == objective
+
+
+@pytest.mark.parametrize("objective, task", OBJECTIVE_PAIRS)
+def test_an_interrupted_objective_run_resumes_exactly(
+    matrix, request, backbone, tmp_path, monkeypatch, objective, task
+):
+    reference = matrix("full", task, objective).result
+    full = registry.method("full")
+    data = data_for(request, task)
+    recipe = recipe_for("full", task, backbone, data, tmp_path)
+    recipe["objective"] = OBJECTIVE_SAMPLE[objective](task, data, matrix)
+    resumes_exactly(reference, recipe, full, stopping_at_stop(full.schedule), monkeypatch)
+
+
+@pytest.mark.parametrize("objective, task", OBJECTIVE_PAIRS)
+def test_objective_loss_history_matches_the_golden_record(matrix, objective, task):
+    result = matrix("full", task, objective).result
+    history = result.metrics["train"]["loss_history"]
+    assert [step for step, _ in history] == list(range(1, steps(result) + 1))
+    matches_golden(history, golden_key("full", task, objective), objective, task)
