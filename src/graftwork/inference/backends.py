@@ -3,10 +3,12 @@ provides, and the error it raises.
 
 A backend module (`inference/NAME.py`, one module may serve several names, e.g. `onnx-fp32`
 and `onnx-int8`) is narrow, like TEI's `Backend` trait: whether it can serve a bundle here
-(`available`, the health check), a forward function over a collated batch (`load`), what it
-is (`describe`, shown by `graft info` and the server), and how far a row's logits may move
-with its batch (`tolerance`). The predictor, the server and the batch-invariance test ask these
-functions rather than reaching into a backend's internals.
+(`available`, the health check), a forward function over a collated batch (`load`, from a
+`Source`: the bundle's folder, manifest, task, tokenizer and a way to get its PyTorch model,
+never the predictor itself), what it is (`describe`, shown by `graft info` and the server),
+and how far a row's logits may move with its batch (`tolerance`). The predictor, the server
+and the batch-invariance test ask these functions rather than reaching into a backend's
+internals, and a backend reaches no further than its `Source`.
 
 `tolerance(name)` is the largest |Δlogit| between an input run alone and the same input in any
 batch (other sizes, neighbours, padding). Labels never change with the batch, for every
@@ -22,6 +24,9 @@ Left out: the artifact writers (`graftwork.export`), and the choice among backen
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,6 +41,20 @@ class BackendError(BundleError):
     """A backend cannot serve a bundle here: its artifact or its runtime is missing."""
 
 
+@dataclass(frozen=True)
+class Source:
+    """What a backend loads from: the bundle folder and its (verified) manifest; the task
+    module and tokenizer (the PyTorch backend's forward needs them); and `model()`, the PyTorch
+    model loaded through the bundle's method on first call (only the PyTorch backend calls it,
+    so an exported backend never loads PyTorch weights)."""
+
+    path: Path
+    manifest: Any  # graftwork.bundle.Manifest
+    task: ModuleType
+    tokenizer: Any
+    model: Callable[[], Any]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the predictor, the server and the tests call on an inference backend module."""
@@ -44,8 +63,8 @@ class Backend(Protocol):
         """Whether the bundle (its manifest) holds `name`'s artifact and it can run here."""
         ...
 
-    def load(self, predictor: Any, name: str, threads: int | None) -> Forward:
-        """`forward(batch) -> logits` (numpy) for the predictor's bundle; `BackendError` if
+    def load(self, source: Source, name: str, threads: int | None) -> Forward:
+        """`forward(batch) -> logits` (numpy) for the bundle of `source`; `BackendError` if
         it cannot run here."""
         ...
 

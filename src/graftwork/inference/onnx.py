@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from graftwork.bundle import Manifest
+from graftwork.inference.backends import Source
 
 ROWWISE = {"onnx-int8"}  # backends whose graph must see one row at a time
 # largest |Δlogit| between a row alone and in a batch (`inference.backends`): INT8 runs each
@@ -37,10 +38,10 @@ def available(manifest: Manifest, name: str) -> bool:
     return name in manifest.artifacts
 
 
-def load(predictor, name: str, threads: int | None):
+def load(source: Source, name: str, threads: int | None):
     """`forward(batch) -> logits` over the bundle's `name` artifact."""
-    artifact = predictor.manifest.artifacts[name]["path"]
-    return forward_for(name, predictor.path / artifact, threads)
+    artifact = source.manifest.artifacts[name]["path"]
+    return forward_for(name, source.path / artifact, threads)
 
 
 def describe(manifest: Manifest, name: str) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from graftwork.bundle import Manifest
-from graftwork.inference.backends import BackendError
+from graftwork.inference.backends import BackendError, Source
 
 # largest |Δlogit| between a row alone and in a batch (`inference.backends`): FP32 rounds
 # differently for another batch shape; the static INT8 IR runs whole batches, so a row's
@@ -44,14 +44,14 @@ def available(manifest: Manifest, name: str) -> bool:
     return name in manifest.artifacts and installed()
 
 
-def load(predictor, name: str, threads: int | None):
+def load(source: Source, name: str, threads: int | None):
     """`forward(batch) -> logits` over the bundle's `name` IR."""
     if not installed():
         raise BackendError(
-            f"{predictor.path} has an OpenVINO artifact, but the openvino package is not "
+            f"{source.path} has an OpenVINO artifact, but the openvino package is not "
             "installed: pip install 'graftwork[openvino]', or use another backend"
         )
-    return ir_forward(predictor.path / predictor.manifest.artifacts[name]["path"], threads)
+    return ir_forward(source.path / source.manifest.artifacts[name]["path"], threads)
 
 
 def describe(manifest: Manifest, name: str) -> dict:

@@ -33,7 +33,7 @@ from graftwork.data import windows
 from graftwork.data.blank import NEEDS, blank_part, blank_text  # blank_text: serve imports it here
 from graftwork.data.readers import read_examples
 from graftwork.errors import BundleError, GraftError
-from graftwork.inference.backends import BackendError
+from graftwork.inference.backends import BackendError, Source
 from graftwork.inference.forward import evaluate_examples, predict_examples
 from graftwork.inference.multitask import task_model
 
@@ -113,7 +113,8 @@ class Predictor:
         self.window, self.stride = windows.settings(self.tokenizer, self.max_length)
         self.backend = self._choose(backend)
         self._model = None
-        self.forward = registry.backend(self.backend).load(self, self.backend, threads)
+        source = Source(self.path, self.manifest, self.task, self.tokenizer, lambda: self.model)
+        self.forward = registry.backend(self.backend).load(source, self.backend, threads)
 
     def _choose(self, backend: str) -> str:
         """`auto`: the first registered backend the bundle holds whose recorded accuracy change

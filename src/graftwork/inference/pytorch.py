@@ -1,12 +1,13 @@
 """The PyTorch backend (`torch`): the bundle's transformers model, in eval mode.
 
 Always available; the model is loaded through the bundle's method (adapters are inserted,
-pruned heads sliced out) by the predictor.
+pruned heads sliced out) by the predictor, handed over as `Source.model`.
 """
 
 from __future__ import annotations
 
 from graftwork.bundle import Manifest
+from graftwork.inference.backends import Source
 from graftwork.inference.forward import task_forward
 
 
@@ -14,9 +15,9 @@ def available(manifest: Manifest, name: str) -> bool:
     return True
 
 
-def load(predictor, name: str, threads: int | None):
-    generation = predictor.manifest.recipe.get("generation")
-    return task_forward(predictor.task, predictor.model, predictor.tokenizer, generation)
+def load(source: Source, name: str, threads: int | None):
+    generation = source.manifest.recipe.get("generation")
+    return task_forward(source.task, source.model(), source.tokenizer, generation)
 
 
 def describe(manifest: Manifest, name: str) -> dict:
