@@ -59,23 +59,25 @@ def test_peak_memory_sees_an_allocation_inside_the_block():
     import torch
 
     with PeakMemory(interval=0.005) as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        block = torch.ones(128 * 2**20 // 4)  # 128 MiB
         block += 1
         # a sampler sees what lives across its samples: keep the block until a sample has seen
         # it (or 2 s pass: then the asserts below fail), since on a busy machine the thread can
         # sleep through a block that lives under a millisecond
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and not (
-            memory.peak_mb - memory.start_mb > 40
-            and (memory.heap_peak_mb or 0.0) - (memory.heap_start_mb or 0.0) > 60
+            memory.peak_mb - memory.start_mb > 64
+            and (memory.heap_peak_mb or 0.0) - (memory.heap_start_mb or 0.0) > 120
         ):
             time.sleep(0.005)
         del block
     measured = memory.as_dict()
-    assert measured["training_rss_mb"] > 40
+    # RSS rises by less than the block when the kernel drops file pages meanwhile (a busy
+    # machine): half of it is the bound
+    assert measured["training_rss_mb"] > 64
     # the heap in use rises with the block and falls back when it is freed (RSS need not)
-    assert measured["training_heap_mb"] > 60
-    assert heap_in_use_mb() < measured["peak_heap_mb"] - 60
+    assert measured["training_heap_mb"] > 120
+    assert heap_in_use_mb() < measured["peak_heap_mb"] - 120
 
 
 def test_advise_picks_the_most_accurate_option_within_the_latency_budget():
