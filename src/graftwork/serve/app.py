@@ -2,6 +2,7 @@
 
     POST /v1/models/{name}/predict   {"inputs": [...], "top_k": 1, "aggregate": "mean"}
     GET  /v1/models, /v1/models/{name}, /health, /ready, /metrics, /openapi.json
+    GET  /  (a page to try the models: page.py); /docs and /redoc with --docs
 
 Every error is JSON, `{"error": {"message": ..., "type": ..., ...}}`, with the status that says
 what happened: 400 (a Host not served), 401 (token), 404 (model or route), 408 (the body took
@@ -39,6 +40,7 @@ from graftwork.serve.guard import Guard
 from graftwork.serve.metrics import CONTENT_TYPE as PROMETHEUS
 from graftwork.serve.metrics import ServerMetrics
 from graftwork.serve.model import ServedModel, TooManyWindows
+from graftwork.serve.page import router as page_router
 from graftwork.serve.schemas import (
     ApiError,
     ModelInfo,
@@ -284,6 +286,8 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         summary="Predictions from graftwork bundles, with dynamic batching and long-text windows.",
         version="1",
         lifespan=lifespan,
+        docs_url="/docs" if config.docs else None,  # Swagger UI and ReDoc load from a CDN
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.server = server
     if token is not None:
@@ -372,4 +376,5 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         responses=error_responses(400, 401, 404, 408, 413, 422, 500, 503, 504),
     )(predict)
     add_generate_route(app, server, model_name)  # causal_lm bundles: whole or streamed text
+    app.include_router(page_router)  # GET /: a page to try the models (page.py)
     return app

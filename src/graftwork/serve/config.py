@@ -102,6 +102,11 @@ class ServeConfig(BaseSettings):
         "info", description="debug|info|warning|error."
     )
     access_log: bool = Field(False, description="Log every request (uvicorn's access log).")
+    docs: bool = Field(
+        False,
+        description="Serve the interactive API docs at /docs and /redoc (Swagger UI and ReDoc, "
+        "whose scripts the browser loads from a CDN); /openapi.json is served either way.",
+    )
 
     @field_validator("allowed_hosts")
     @classmethod

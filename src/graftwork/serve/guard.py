@@ -9,9 +9,9 @@ Two layers, each doing what the other cannot:
 - `Guard`, ASGI middleware in front of the app, in this order: the Host header (while bound to
   a loopback address, only loopback names, and those of --allowed-hosts: a web page cannot
   reach the server through DNS rebinding), the bearer token (as bytes, UTF-8 on both sides,
-  compared in constant time; every endpoint but /health needs it when a token is set), the
-  body size and the time to receive the body (408 past --body-timeout). It also counts every
-  error response. The body is read whole here, before anything parses it.
+  compared in constant time; every endpoint but /health and the page's files needs it when a
+  token is set), the body size and the time to receive the body (408 past --body-timeout). It
+  also counts every error response. The body is read whole here, before anything parses it.
 
 Left out: the routes and their errors (app.py), and the number of connections (uvicorn's
 `limit_concurrency`, set from --max-connections in `graftwork.serve.run`).
@@ -26,6 +26,7 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from graftwork.serve import page
 from graftwork.serve.config import host_name
 from graftwork.serve.schemas import error_json
 
@@ -90,6 +91,10 @@ def header_timeout_response(seconds: float) -> bytes:
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+# what needs no token: liveness, and the page's files (page.py; its API calls need the token)
+PUBLIC = frozenset({"/health", *page.PUBLIC})
 
 
 def header(scope, name: bytes) -> bytes | None:
@@ -159,7 +164,7 @@ class Guard:
                     f"answers {', '.join(sorted(self.hosts))} (a guard against DNS rebinding); "
                     "add names with --allowed-hosts (GRAFT_ALLOWED_HOSTS)",
                 )
-        if self.token is not None and scope["path"] != "/health" and not self.authorized(scope):
+        if self.token is not None and scope["path"] not in PUBLIC and not self.authorized(scope):
             return error_json(
                 401,
                 "unauthorized",
