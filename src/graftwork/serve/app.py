@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graftwork.errors import GraftError
 from graftwork.inference.predictor import EMPTY, blank_text
+from graftwork.serve.admin import add_admin_routes
 from graftwork.serve.batcher import QueueFull
 from graftwork.serve.config import ServeConfig
 from graftwork.serve.generate import add_generate_route
@@ -278,7 +279,7 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         finally:
             with suppress(Exception):
                 await warm
-            for model in models:  # answers everything still queued
+            for model in list(server.models.values()):  # answers all queued (admin-added too)
                 await model.close()
 
     app = FastAPI(
@@ -376,5 +377,6 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
         responses=error_responses(400, 401, 404, 408, 413, 422, 500, 503, 504),
     )(predict)
     add_generate_route(app, server, model_name)  # causal_lm bundles: whole or streamed text
+    add_admin_routes(app, server, token)  # add and remove models at run time (token only)
     app.include_router(page_router)  # GET /: a page to try the models (page.py)
     return app

@@ -98,6 +98,11 @@ class ServeConfig(BaseSettings):
         None, ge=1, description="CPU threads for the model (default: all cores but one)."
     )
     backend: BackendName = Field("auto", description=BACKEND_HELP)
+    share_backbone: bool = Field(
+        True,
+        description="Load adapter bundles (LoRA, DoRA, IA3, bottleneck) of one backbone that run "
+        "on PyTorch on one copy of it (exported artifacts are whole graphs: --backend torch).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug|info|warning|error."
     )

@@ -19,6 +19,8 @@ and `--backend` choose), the same forward passes as `graft predict` and `graft e
 A multi-task bundle is served as one model per task (`bundle.tasks.expand`), each with its own
 batcher, all on the bundle's one encoder in memory (`inference.multitask` hands every task of a
 bundle the same encoder module).
+Adapter bundles (LoRA, DoRA, IA3, bottleneck) of one backbone served on PyTorch are loaded on
+one copy of it (`serve.shared_backbone`), each still a model of its own with its own batcher.
 
 Left out: HTTP (app.py) and batching policy (batcher.py).
 """
@@ -42,6 +44,7 @@ from graftwork.inference.predictor import load
 from graftwork.serve.batcher import Batcher, OnBatch
 from graftwork.serve.config import ServeConfig
 from graftwork.serve.schemas import takes_objects
+from graftwork.serve.shared_backbone import load_shared
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop
@@ -198,9 +201,12 @@ def load_models(specs: list[str], config: ServeConfig) -> list[ServedModel]:
     task of a multi-task bundle as a model of its own, the tasks on one shared encoder."""
     models: list[ServedModel] = []
     threads = config.threads or serving_threads()
-    for spec in expand(specs):  # a multi-task bundle serves each task
+    specs = expand(specs)  # a multi-task bundle serves each task
+    # adapter bundles of one backbone: the backbone once, each adapter and head beside it
+    shared = load_shared(specs, config.backend, threads) if config.share_backbone else {}
+    for index, spec in enumerate(specs):
         name, path = parse_spec(spec)
-        predictor = load(path, threads=threads, backend=config.backend)
+        predictor = shared.get(index) or load(path, threads=threads, backend=config.backend)
         name = name or predictor.manifest.name or path.resolve().name
         if not NAME.match(name):
             raise GraftError(
