@@ -37,6 +37,9 @@ METHODS = {
     "adapter": "graftwork.methods.adapter",
     "dora": "graftwork.methods.dora",
     "ia3": "graftwork.methods.ia3",
+    "prompt_tuning": "graftwork.methods.prompt_tuning",
+    "prefix": "graftwork.methods.prefix",  # P-tuning v2 (projection: true: Li & Liang)
+    "ptuning": "graftwork.methods.ptuning",
     "setfit": "graftwork.methods.setfit",
 }
 

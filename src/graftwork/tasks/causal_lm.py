@@ -54,8 +54,9 @@ SHOWN = ("chrf", "bleu", "perplexity")
 DEFAULT_FORMAT = "jsonl"
 EXAMPLE = "Translate to German: A man is riding a bicycle."
 # the methods whose training applies to a decoder's own language-model head (no new head:
-# `frozen` would train nothing; adapters and IA3 are untested on decoders here)
-METHODS = ("full", "lora", "dora")
+# `frozen` would train nothing; adapters and IA3 are untested on decoders here), and peft's
+# prompt learning, which leaves the head frozen and learns virtual tokens
+METHODS = ("full", "lora", "dora", "prompt_tuning", "prefix", "ptuning")
 OBJECTIVES = ()  # DANN's and EWC's losses are written for an encoder's classification head
 SAMPLES = 5  # generated answers the metrics (and the report) show beside their references
 SHAPES = (
