@@ -1,4 +1,4 @@
-"""Few-shot accuracy: SetFit (graft fewshot) vs full fine-tuning vs LoRA on the same examples.
+"""Few-shot accuracy: SetFit (graft fewshot), full, LoRA, prompt learning on the same examples.
 
 For each task, examples per class and seed: the seed draws n examples of each label from the
 training file (`runs.fewshot.per_class`, written to a TSV that every method trains on); then
@@ -9,6 +9,7 @@ mean ± standard deviation over the seeds and writes JSON.
 
     python benchmarks/fewshot.py                       # SST-2 and MR, 8/16/32/64 per class, 3 seeds
     python benchmarks/fewshot.py --tasks sst2 --sizes 8 --seeds 1      # a smoke run
+    python benchmarks/fewshot.py --tasks mr --sizes 64 --methods full,lora,prompt_tuning,prefix
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+from graftwork import registry
 from graftwork.config.recipe import data_root
 from graftwork.data.readers import read_examples
 from graftwork.machine import cpu_name
@@ -33,6 +35,8 @@ TASKS = {
     "subj": ("fewshot/subj_train.tsv", "fewshot/subj_test.tsv", {}, "sentence"),
 }
 LRS = {"full": 5e-5, "lora": 1e-3}
+# peft's prompt learning (issue 24) at each method's default learning rate
+LRS |= {m: registry.method(m).DEFAULT_LR for m in ("prompt_tuning", "prefix", "ptuning")}
 
 
 def main() -> None:
