@@ -121,6 +121,14 @@ class DataConfig(_Section):
     max_train_examples: int | None = Field(
         None, ge=1, description="Train on a seeded random sample of this many examples."
     )
+    holdout: float | None = Field(
+        None,
+        gt=0,
+        le=0.5,
+        description="Hold out this seeded fraction of data.train as the eval split (for data "
+        "that ships without one); the run trains on the rest.",
+    )
+    holdout_seed: int = Field(0, description="The seed of the data.holdout split.")
     on_bad_rows: Literal["error", "skip"] = "error"
     iob: Literal["strict", "repair"] = Field(
         "strict", description="NER: repair = read I-X after O/another type as B-X (conlleval)."
@@ -129,6 +137,15 @@ class DataConfig(_Section):
         default_factory=list,
         description="NER: entity types read as O in every split, e.g. [MISC] (B-MISC, I-MISC).",
     )
+
+    @model_validator(mode="after")
+    def _one_eval_split(self) -> DataConfig:
+        if self.holdout is not None and self.eval is not None:
+            raise ValueError(
+                "data.holdout holds part of data.train out as the eval split, and data.eval "
+                "names an eval file too; give one of them"
+            )
+        return self
 
     @field_validator("drop_labels")
     @classmethod

@@ -21,6 +21,7 @@ from graftwork.bundle import atomic, write_bundle
 from graftwork.config.compress import EXPORT
 from graftwork.config.recipe import load_recipe
 from graftwork.data.readers import read_examples
+from graftwork.data.sampling import held_part
 from graftwork.errors import GraftError
 from graftwork.export import onnx as onnx_export
 from graftwork.export import openvino as ov_export
@@ -37,9 +38,11 @@ log = logging.getLogger("graftwork")
 def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[list, str]:
     """Real labelled examples to check an export on: --data, else the recipe's eval file;
     (examples, the file as messages and the manifest name it: a recipe path as written)."""
+    held = False
     if data is None:
         recipe = load_recipe(predictor.manifest.recipe)
-        split = "eval" if recipe.data.eval is not None else "test"
+        held = recipe.data.eval is None and recipe.data.holdout is not None
+        split = "train" if held else "eval" if recipe.data.eval is not None else "test"
         raw = getattr(recipe.data, split)
         data = recipe.data_path(split)
         shown = recipe.show_path(raw) if raw is not None else "the recipe has none"
@@ -51,7 +54,11 @@ def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[li
     else:
         shown = str(data)
     result = read_examples(Path(data), predictor.task_config, predictor.data_config, shown=shown)
-    examples = result.examples[:limit] if limit else result.examples
+    examples = result.examples
+    if held:  # the recipe's eval split is the part of its training file it held out
+        examples = held_part(examples, recipe.data)
+        shown = f"{shown} (held out: data.holdout {recipe.data.holdout})"
+    examples = examples[:limit] if limit else examples
     return examples, shown
 
 

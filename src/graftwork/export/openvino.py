@@ -36,6 +36,7 @@ from pathlib import Path
 from graftwork.config.recipe import load_recipe
 from graftwork.data.batching import collate, inference_batches
 from graftwork.data.readers import read_examples
+from graftwork.data.sampling import train_part
 from graftwork.errors import GraftError
 from graftwork.export import onnx as onnx_export
 from graftwork.inference.forward import logits_for
@@ -224,7 +225,7 @@ def calibration_features(predictor, check: dict) -> tuple[list[dict], str]:
     if path is not None and path.is_file():
         shown = recipe.show_path(recipe.data.train)
         examples = read_examples(path, predictor.task_config, predictor.data_config, shown=shown)
-        examples = examples.examples
+        examples = train_part(examples.examples, recipe.data)
     else:
         log.warning("training file not found: calibrating INT8 on the check examples instead")
         examples, shown = check["examples"], check["shown"]

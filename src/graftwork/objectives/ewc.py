@@ -157,7 +157,7 @@ def shared_parameters(model, previous_model, where: Path) -> list[tuple]:
 def training_sample(predictor, n: int, seed: int):
     """Up to `n` of task A's own training examples (seeded), encoded with A's label map."""
     from graftwork.config.recipe import load_recipe  # registry: the schema imports this module
-    from graftwork.data.sampling import subsample  # torch
+    from graftwork.data.sampling import subsample, train_part  # torch
 
     recipe_a = load_recipe(predictor.manifest["recipe"])
     path = recipe_a.data_path("train")
@@ -168,6 +168,7 @@ def training_sample(predictor, n: int, seed: int):
             f"{predictor.path}) is not there; the Fisher is computed on it"
         )
     examples = read_examples(path, recipe_a.task, recipe_a.data, shown=shown).examples
+    examples = train_part(examples, recipe_a.data)
     examples = subsample(examples, recipe_a.data.max_train_examples, recipe_a.train.seed)
     examples = subsample(examples, n, seed)
     label2id = {label: i for i, label in predictor.id2label.items()}

@@ -176,6 +176,12 @@ def augment_recipe(
     path = recipe.data_path("train")
     if path is None:
         raise RecipeError(f"recipe {recipe.name}: data.train is required; give a file path")
+    if recipe.data.holdout is not None:
+        raise RecipeError(
+            f"recipe {recipe.name}: data.holdout evaluates on part of data.train, and "
+            "back-translation writes a new training file from all of it; write the eval part to "
+            "its own file and name it as data.eval"
+        )
     examples = read_examples(path, task, recipe.data).examples
     done = back_translate(examples, to_pivot, from_pivot, min_similarity, max_similarity, task.type)
     raw = {name: value for value, name in task.label_names.items()}  # back to the file's labels

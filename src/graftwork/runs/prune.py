@@ -42,7 +42,7 @@ from graftwork.config.compress import PRUNE, PruneConfig
 from graftwork.config.recipe import load_recipe
 from graftwork.data.batching import collate, inference_batches
 from graftwork.data.readers import ReadResult, read_examples
-from graftwork.data.sampling import subsample
+from graftwork.data.sampling import held_part, subsample, train_part
 from graftwork.errors import GraftError
 from graftwork.inference.forward import evaluate_sets, torch_forward
 from graftwork.inference.predictor import Predictor
@@ -145,6 +145,8 @@ def prune_bundle(
             "data=FILE with labelled examples in the recipe's format"
         )
     examples = read_examples(train_path, recipe.task, recipe.data, shown=train_shown).examples
+    if data is None:  # the recipe's training file: not the part it holds out for evaluation
+        examples = train_part(examples, recipe.data)
     if settings.max_examples is not None:
         examples = subsample(examples, settings.max_examples, seed)
     elif data is None:  # the same sample the bundle was trained on
@@ -164,6 +166,11 @@ def prune_bundle(
             eval_sets[split] = read_examples(path, recipe.task, recipe.data, shown=shown)
         else:
             log.warning("%s file %s not found; no %s metrics", split, shown, split)
+    if data is None and recipe.data.eval is None and recipe.data.holdout is not None:
+        full = read_examples(train_path, recipe.task, recipe.data, shown=train_shown)
+        eval_sets["eval"] = ReadResult(
+            full.path, held_part(full.examples, recipe.data), shown=f"{train_shown} (held out)"
+        )
     default_lr = recipe.train.lr if recipe.method.type == "full" else FULL_FINETUNE_LR
     cfg = recipe.train.model_copy(
         update={

@@ -25,7 +25,7 @@ from graftwork.config.recipe import Recipe
 from graftwork.data.encode import label_ids
 from graftwork.data.labels import check_training_labels
 from graftwork.data.readers import ReadResult, read_examples
-from graftwork.data.sampling import subsample
+from graftwork.data.sampling import held_part, subsample, train_part
 from graftwork.errors import GraftError
 from graftwork.inference.forward import evaluate_sets, task_forward
 from graftwork.machine import PeakMemory, describe
@@ -53,13 +53,21 @@ class RunResult:
 
 
 def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | None:
-    path = recipe.data_path(split)
+    """The split's examples; with `data.holdout`, the training file's kept part as train and
+    its held-out part as eval."""
+    held = split == "eval" and recipe.data.eval is None and recipe.data.holdout is not None
+    path = recipe.data_path("train" if held else split)
     if path is None:
         if require:
             raise GraftError(f"recipe {recipe.name}: data.{split} is required; give a file path")
         return None
-    shown = recipe.show_path(getattr(recipe.data, split))
+    shown = recipe.show_path(getattr(recipe.data, "train" if held else split))
     result = read_examples(path, recipe.task, recipe.data, shown=shown)
+    if held:
+        result.examples = held_part(result.examples, recipe.data)
+        result.shown = f"{shown} (held out: data.holdout {recipe.data.holdout})"
+    elif split == "train":
+        result.examples = train_part(result.examples, recipe.data)
     if result.skipped:
         log.warning(
             "%s: skipped %d bad row(s); first: %s", shown, len(result.skipped), result.skipped[0]

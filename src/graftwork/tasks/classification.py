@@ -3,7 +3,9 @@
 Data: TSV/CSV tables or JSON lines (`data.readers`); `task.label_names` names the labels as
 they are read (`data.labels.name_labels`), so the model, its bundle and every answer carry the
 names, while the label ids keep the order of the raw labels. Metrics: accuracy and macro-F1
-(scikit-learn), plus the confusion matrix the report plots. Long texts are split into windows
+(scikit-learn), for two labels also the F1 of the second one as GLUE scores MRPC (`f1`, the
+label in `f1_of`: `1` of 0/1 labels, else the later name in sort order, e.g. `paraphrase`),
+plus the confusion matrix the report plots. Long texts are split into windows
 whose logits are averaged per label (or maximised: `aggregate="max"`).
 
 Left out: windows for sentence pairs, and for tokenizers without a fast (Rust) version: such
@@ -118,9 +120,15 @@ def evaluate(examples, features, logits, labels, id2label: dict[int, str]) -> di
     gold = np.array(labels)
     pred = predicted(logits)
     names = [id2label[i] for i in range(len(id2label))]
-    return {
+    scores = {
         "accuracy": float((gold == pred).mean()),
         "macro_f1": float(f1_score(gold, pred, average="macro", labels=list(range(len(names))))),
+    }
+    if len(names) == 2:  # GLUE's F1 of a binary task: of its second label (`1`, `paraphrase`)
+        scores["f1"] = float(f1_score(gold, pred, pos_label=1, average="binary", labels=[0, 1]))
+        scores["f1_of"] = names[1]
+    return {
+        **scores,
         "examples": len(gold),
         "confusion": {
             "labels": names,
