@@ -89,6 +89,7 @@ def banner(models: list[ServedModel], sock: socket.socket, token: str | None) ->
         f"try: curl -s {local}/v1/models/{first.name}/predict"
         f"{auth} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
+    lines.append(f"or open {local}/ in a browser (a page to try the models)")
     lines.append(f"schema: {local}/openapi.json  metrics: {local}/metrics  stop: Ctrl+C or SIGTERM")
     return lines
 

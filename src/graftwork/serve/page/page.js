@@ -200,10 +200,14 @@ function showFields() {
   $("qa-fields").hidden = kind !== "qa";
   $("generate-fields").hidden = kind !== "generate";
   $("text-label").textContent = kind === "generate" ? "Prompt" : "Text";
-  const labels = model.labels.length ? ` · labels: ${model.labels.join(", ")}` : "";
+  const types = [...new Set(model.labels.filter((l) => l !== "O").map((l) => l.slice(2)))];
+  const labels = {
+    classification: ` · labels: ${model.labels.join(", ")}`,
+    ner: ` · entity types: ${types.join(", ")}`,
+  };
   const state = model.ready ? "" : " · warming up";
   $("model-info").textContent =
-    `${model.task} · ${model.artifact.backend}${labels}${state}`;
+    `${model.task} · ${model.artifact.backend}${labels[model.task] || ""}${state}`;
 }
 
 async function run(event) {
@@ -322,6 +326,7 @@ async function start() {
   if (!(await loadModels())) return;
   const query = new URLSearchParams(location.search);
   fillFromQuery(query);
+  if (!chosen()) $("model").selectedIndex = 0; // a model the server does not serve
   showFields();
   if (query.get("run") === "1") $("ask").requestSubmit();
 }
