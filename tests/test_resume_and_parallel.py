@@ -3,6 +3,13 @@
 Every task: classification and NER on the tiny BERT; extractive QA (SQuAD sentences), causal-LM
 fine-tuning (conftest's tiny Llama on Multi30k instructions) and seq2seq (two copies of the tiny
 BERT warm-started as an encoder-decoder, Multi30k en→de) on a few dozen examples, two epochs.
+
+The one-process runs a test compares against run in the test's own process (`graft train
+--nproc 1` calls the same `finetune.train` in its process), and so do the new tasks' resumes (a
+process other than the killed one all the same); interpreters start only where processes are
+the point: two processes, the runs killed by SIGKILL, and `graft train --resume` itself
+(classification). The classification runs in 1 and 2 processes are shared with
+test_multinode.py and test_fsdp.py (`trained`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import tiny_recipe
+from test_select import graft_main
 
 NEW_TASKS = ["qa", "causal_lm", "seq2seq"]
 DATA = {"classification": "sst2_small", "ner": "conll_small", "qa": "squad_small"}
@@ -29,6 +37,10 @@ DATA |= {"causal_lm": "instructions_small", "seq2seq": "multi30k_small"}
 # QA: their questions' windows), 16 to evaluate, batch 8, two epochs, a checkpoint every 3
 # steps; the killed run dies right after the checkpoint of step STOP (in the second epoch)
 TRAIN = {"epochs": 1, "batch_size": 16, "lr": 1e-3}
+# classification, as test_multinode.py and test_fsdp.py train it too: 400 rows (25 steps),
+# evaluated every 10 steps and checkpointed every 5 (the runs those tests kill resume from them)
+CLASSIFICATION = {**TRAIN, "eval_every": 10, "checkpoint_every": 5}
+SHORT = 400
 NEW_TRAIN = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 3, "log_every": 1}
 STOP = 6
 # a process that dies by SIGKILL right after writing the checkpoint of step STOP or later
@@ -78,6 +90,52 @@ def weights(bundle):
     return load_file(str(bundle / "model.safetensors"))
 
 
+def train_here(path: str, env: dict | None = None, resume: bool = False) -> None:
+    """`graft train PATH [--resume]` in one process, run in this one (as the CLI's `--nproc 1`
+    runs it), with `env` set meanwhile (OMP_NUM_THREADS aside: this process's threads are the
+    run's `train.threads`, and are put back after it)."""
+    from graftwork.runs.finetune import train
+
+    threads = torch.get_num_threads()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in (env or {}).items():
+                if key != "OMP_NUM_THREADS":
+                    patch.setenv(key, value)
+            train(path, resume=resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def classification_recipe(backbone, data: dict, out, **train) -> dict:
+    """The classification recipe of the parallel tests (see CLASSIFICATION)."""
+    recipe = tiny_recipe(backbone, data, out, train={**CLASSIFICATION, **train})
+    recipe["data"]["max_train_examples"] = SHORT
+    return recipe
+
+
+_trained: dict = {}
+
+
+def trained(recipe: dict, nproc: int, folder: Path, env: dict | None = None):
+    """(metrics.json, bundle weights) of `recipe` trained by `graft train --nproc N` (one
+    process: in this one) in `folder`; once per session for each recipe (its output_dir
+    aside) and N, whichever module asks first."""
+    key = (
+        json.dumps({k: v for k, v in recipe.items() if k != "output_dir"}, sort_keys=True),
+        nproc,
+    )
+    if key not in _trained:
+        path = write_recipe(folder / "recipe.yaml", {**recipe, "output_dir": str(folder)})
+        if nproc == 1:
+            train_here(path, env)
+        else:
+            finish(graft("train", path, "--nproc", str(nproc), env=env))
+        run = folder / recipe["name"]
+        _trained[key] = (json.loads((run / "metrics.json").read_text()), weights(run / "bundle"))
+    return _trained[key]
+
+
 def test_killed_run_resumes_to_the_same_metrics_and_weights(tiny_bert, sst2_small, tmp_path):
     train = {"epochs": 3, "batch_size": 8, "checkpoint_every": 15, "log_every": 7, "threads": 1}
     recipe = tiny_recipe(tiny_bert, sst2_small, tmp_path / "killed", train=train)
@@ -85,7 +143,7 @@ def test_killed_run_resumes_to_the_same_metrics_and_weights(tiny_bert, sst2_smal
     reference = write_recipe(
         tmp_path / "reference.yaml", {**recipe, "output_dir": str(tmp_path / "reference")}
     )
-    finish(graft("train", reference))
+    train_here(reference)  # uninterrupted, with the same train.threads
 
     proc = graft("train", killed)
     checkpoints = tmp_path / "killed" / "tiny" / "checkpoints"
@@ -113,23 +171,30 @@ def test_killed_run_resumes_to_the_same_metrics_and_weights(tiny_bert, sst2_smal
     assert all((got[k] == want[k]).all() for k in want)
 
 
-def test_resume_refuses_a_changed_recipe(tiny_bert, sst2_small, tmp_path):
+class Interrupted(Exception):
+    """Stands for the process dying."""
+
+
+def test_resume_refuses_a_changed_recipe(tiny_bert, sst2_small, tmp_path, monkeypatch, capsys):
+    from graftwork.train import checkpoint
+
     train = {"epochs": 3, "batch_size": 8, "checkpoint_every": 10, "threads": 1}
     recipe = tiny_recipe(tiny_bert, sst2_small, tmp_path, train=train)
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    proc = graft("train", path)
-    checkpoints = tmp_path / "tiny" / "checkpoints"
-    while proc.poll() is None and not list(checkpoints.glob("step-*")):
-        time.sleep(0.005)
-    proc.kill()
-    proc.wait()
-    if proc.returncode == 0:
-        pytest.fail("the run ended before it could be killed")
-    changed = graft("train", path, "--resume", "train.lr=0.5")
-    output, _ = changed.communicate(timeout=120)
-    assert changed.returncode == 2
-    assert "the recipe changed since it was written (train:" in output
-    assert "Traceback" not in output
+    save = checkpoint.save
+
+    def save_then_stop(*args, **kwargs):  # the run stops right after its first checkpoint
+        save(*args, **kwargs)
+        raise Interrupted
+
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):
+        patch.setattr(checkpoint, "save", save_then_stop)
+        train_here(path)
+    assert [p.name for p in (tmp_path / "tiny" / "checkpoints").glob("step-*")] == ["step-00000010"]
+    status, said = graft_main(monkeypatch, capsys, "train", path, "--resume", "train.lr=0.5")
+    assert status == 2
+    assert "the recipe changed since it was written (train:" in said
+    assert "Traceback" not in said
 
 
 def first_lines(data: dict, task: str, count: int, folder: Path) -> Path:
@@ -146,6 +211,8 @@ def task_recipe(task: str, request, out: Path, **train) -> dict:
     and 2 processes draw different random numbers); `train` replaces keys of its train section."""
     data = request.getfixturevalue(DATA[task])
     backbone = request.getfixturevalue("tiny_llama" if task == "causal_lm" else "tiny_bert_nodrop")
+    if task == "classification":
+        return classification_recipe(backbone, data, out, **train)
     if task not in NEW_TASKS:
         return tiny_recipe(backbone, data, out, task=task, train={**TRAIN, **train})
     recipe = tiny_recipe(backbone, data, out, task=task, train={**NEW_TRAIN, **train})
@@ -164,7 +231,7 @@ def task_recipe(task: str, request, out: Path, **train) -> dict:
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory):
     """`runs(task, nproc)`: (recipe, metrics.json, bundle weights) of the task's tiny recipe
-    trained by `graft train --nproc N` (once per module; warm starts cached in a test folder)."""
+    trained by `graft train --nproc N` (see `trained`; warm starts cached in a test folder)."""
     done: dict = {}
     env = {"OMP_NUM_THREADS": "1", "GRAFT_CACHE": str(tmp_path_factory.mktemp("graft-cache"))}
 
@@ -172,10 +239,7 @@ def runs(request, tmp_path_factory):
         if (task, nproc) not in done:
             out = tmp_path_factory.mktemp(f"{task}-{nproc}")
             recipe = task_recipe(task, request, out)
-            path = write_recipe(out / "recipe.yaml", recipe)
-            finish(graft("train", path, "--nproc", str(nproc), env=env))
-            metrics = json.loads((out / "tiny" / "metrics.json").read_text())
-            done[(task, nproc)] = (recipe, metrics, weights(out / "tiny" / "bundle"))
+            done[(task, nproc)] = (recipe, *trained(recipe, nproc, out, env))
         return done[(task, nproc)]
 
     get.env = env
@@ -242,8 +306,8 @@ def test_a_run_killed_after_a_checkpoint_resumes_in_a_new_process_bit_identicall
     assert [p.name for p in (run / "checkpoints").glob("step-*")] == [f"step-{STOP:08d}"]
     assert not (run / "bundle").exists()
 
-    output = finish(graft("train", path, "--resume", env=runs.env))
-    assert f"resumed from step-{STOP:08d}" in output
+    train_here(path, runs.env, resume=True)  # in this process: not the one that was killed
+    assert f"resumed from step-{STOP:08d}" in (run / "train.log").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train"]["steps"] > STOP
     assert metrics["eval"] == expected["eval"]
