@@ -1,6 +1,9 @@
 """Multi-node training through PyTorch's launcher, as two "nodes" on one machine (loopback,
 node ranks 0 and 1, one process each): the same result as one process with the same global
-batch (the tolerance of the two-process test), and a run killed on both nodes resumes."""
+batch (the tolerance of the two-process test), and a run killed on both nodes resumes.
+
+The recipe and its one-process run are test_resume_and_parallel.py's classification ones
+(`classification_recipe`, `trained`: run once for the three modules)."""
 
 from __future__ import annotations
 
@@ -15,17 +18,13 @@ import time
 import psutil
 import pytest
 
-from conftest import tiny_recipe
-from test_resume_and_parallel import finish, graft, weights, write_recipe
-
-TRAIN = {"epochs": 1, "batch_size": 16, "lr": 1e-3}
-SHORT = 400  # training examples: 25 steps
-
-
-def short_recipe(backbone, data, folder, **train) -> dict:
-    recipe = tiny_recipe(backbone, data, folder, train={**TRAIN, **train})
-    recipe["data"]["max_train_examples"] = SHORT
-    return recipe
+from test_resume_and_parallel import (
+    classification_recipe,
+    finish,
+    trained,
+    weights,
+    write_recipe,
+)
 
 
 def free_port() -> int:
@@ -70,15 +69,13 @@ def assert_same_training(one, two):
 @pytest.fixture(scope="module")
 def one_process(tiny_bert_nodrop, sst2_small, tmp_path_factory):
     folder = tmp_path_factory.mktemp("one")
-    recipe = short_recipe(tiny_bert_nodrop, sst2_small, folder)
-    finish(graft("train", write_recipe(folder / "r.yaml", recipe)))
-    return result(folder / "tiny")
+    return trained(classification_recipe(tiny_bert_nodrop, sst2_small, folder), 1, folder)
 
 
 def test_two_nodes_match_one_process_with_the_same_global_batch(
     tiny_bert_nodrop, sst2_small, tmp_path, one_process
 ):
-    recipe = short_recipe(tiny_bert_nodrop, sst2_small, tmp_path)
+    recipe = classification_recipe(tiny_bert_nodrop, sst2_small, tmp_path)
     path = write_recipe(tmp_path / "r.yaml", recipe)
     for proc in nodes(path, free_port()):
         finish(proc)
@@ -90,7 +87,7 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(
 def test_two_nodes_killed_mid_run_resume_to_the_same_result(
     tiny_bert_nodrop, sst2_small, tmp_path, one_process
 ):
-    recipe = short_recipe(tiny_bert_nodrop, sst2_small, tmp_path, checkpoint_every=5)
+    recipe = classification_recipe(tiny_bert_nodrop, sst2_small, tmp_path)  # checkpoints every 5
     path = write_recipe(tmp_path / "r.yaml", recipe)
     procs = nodes(path, free_port())
     checkpoints = tmp_path / "tiny" / "checkpoints"
