@@ -1,6 +1,9 @@
 """FSDP (`train.distributed.strategy: fsdp`, FSDP2 fully_shard over gloo on the CPU): two
 sharded processes train as two DDP processes do (the two-process test's tolerance), with
-evaluations during training, and a killed sharded run resumes from its checkpoint."""
+evaluations during training, and a killed sharded run resumes from its checkpoint.
+
+The recipe and its DDP run are test_resume_and_parallel.py's classification ones
+(`classification_recipe`, `trained`: run once for the three modules)."""
 
 from __future__ import annotations
 
@@ -12,30 +15,33 @@ import time
 import psutil
 import pytest
 
-from conftest import tiny_recipe
 from test_multinode import assert_same_training, result
-from test_resume_and_parallel import finish, graft, weights, write_recipe
+from test_resume_and_parallel import (
+    classification_recipe,
+    finish,
+    graft,
+    trained,
+    weights,
+    write_recipe,
+)
 
-TRAIN = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "eval_every": 10, "checkpoint_every": 5}
 
-
-def recipe(backbone, data, folder, strategy: str) -> str:
-    r = tiny_recipe(backbone, data, folder, train={**TRAIN, "distributed": {"strategy": strategy}})
-    r["data"]["max_train_examples"] = 400  # 25 steps
-    return write_recipe(folder / "r.yaml", r)
+def recipe(backbone, data, folder) -> str:
+    """The parallel tests' classification recipe (25 steps, an evaluation every 10, a checkpoint
+    every 5), sharded."""
+    fsdp = classification_recipe(backbone, data, folder, distributed={"strategy": "fsdp"})
+    return write_recipe(folder / "r.yaml", fsdp)
 
 
 @pytest.fixture(scope="module")
 def ddp(tiny_bert_nodrop, sst2_small, tmp_path_factory):
+    """The same recipe in two DDP processes (the default strategy)."""
     folder = tmp_path_factory.mktemp("ddp")
-    finish(graft("train", recipe(tiny_bert_nodrop, sst2_small, folder, "ddp"), "--nproc", "2"))
-    return result(folder / "tiny")
+    return trained(classification_recipe(tiny_bert_nodrop, sst2_small, folder), 2, folder)
 
 
 def test_two_sharded_processes_train_as_ddp(tiny_bert_nodrop, sst2_small, tmp_path, ddp):
-    output = finish(
-        graft("train", recipe(tiny_bert_nodrop, sst2_small, tmp_path, "fsdp"), "--nproc", "2")
-    )
+    output = finish(graft("train", recipe(tiny_bert_nodrop, sst2_small, tmp_path), "--nproc", "2"))
     assert "FSDP: 2 layers and the model sharded over 2 processes" in output
     fsdp = result(tmp_path / "tiny")
     assert_same_training(ddp, fsdp)
@@ -46,7 +52,7 @@ def test_two_sharded_processes_train_as_ddp(tiny_bert_nodrop, sst2_small, tmp_pa
 
 
 def test_a_killed_sharded_run_resumes(tiny_bert_nodrop, sst2_small, tmp_path, ddp):
-    path = recipe(tiny_bert_nodrop, sst2_small, tmp_path, "fsdp")
+    path = recipe(tiny_bert_nodrop, sst2_small, tmp_path)
     proc = graft("train", path, "--nproc", "2")
     checkpoints = tmp_path / "tiny" / "checkpoints"
     deadline = time.monotonic() + 180
