@@ -7,7 +7,9 @@ of windows used. The window and stride follow `graft predict`'s unless `--window
 say otherwise (`data.windows.settings`). Requests of up to `INLINE_CHARS`
 characters are tokenized and decoded on the event loop (a thread hop would cost more than the
 work); larger ones in a text thread, with its own copy of the tokenizer (a fast tokenizer must
-not be used by two threads at once), so a long document does not hold up the event loop.
+not be used by two threads at once; copied when the first such request comes, since a copy
+of a large vocabulary's tokenizer holds megabytes), so a long document does not hold up the
+event loop.
 A request whose windows are more than `--max-request-windows` (or the whole `--max-queue`) is
 refused before any of them is queued (`TooManyWindows`): alone in an empty queue it would
 otherwise be taken, and hold the model past its timeout.
@@ -68,7 +70,7 @@ class ServedModel:
         self.batcher: Batcher | None = None
         self.ready = False
         self._text_thread: ThreadPoolExecutor | None = None
-        self._text_tokenizer = None  # the text thread's own copy
+        self._text_tokenizer = None  # the text thread's own copy, made for the first large request
 
     def forward(self, features: list[dict]) -> list[np.ndarray]:
         """Logits for one batch of windows, in order: the only code that runs the model."""
@@ -100,7 +102,6 @@ class ServedModel:
     def start(self, on_batch: OnBatch | None = None) -> None:
         cfg = self.config
         self._text_thread = ThreadPoolExecutor(1, thread_name_prefix=f"graft-{self.name}-text")
-        self._text_tokenizer = copy.deepcopy(self.predictor.tokenizer)
         self.batcher = Batcher(
             lambda features: self.forward(features),
             max_batch_size=cfg.max_batch_size,
@@ -148,6 +149,8 @@ class ServedModel:
             return self._answers(docs, logits, top_k, aggregate)
         loop = asyncio.get_running_loop()
         thread = self._text_thread
+        if self._text_tokenizer is None:  # copied here, on the thread that uses the original
+            self._text_tokenizer = copy.deepcopy(self.predictor.tokenizer)
         docs = await loop.run_in_executor(thread, self._split, texts, self._text_tokenizer)
         logits = await self.batcher.submit(self._windows(docs, capped))
         return await loop.run_in_executor(thread, self._answers, docs, logits, top_k, aggregate)

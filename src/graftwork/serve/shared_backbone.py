@@ -19,10 +19,12 @@ more is one `SharedBackbone` in memory:
   head are kept beside it and hooked in (`Bottleneck.hook_after`) for its batches.
 
 A member is served as any bundle is: a `ServedModel` with its own batcher, so one batch holds
-one adapter's windows, and the group runs one batch at a time (a lock), switching adapters
-between batches. Its `SharedPredictor` is the predictor `graft predict` uses, with its model
-taken from the group. Answers equal the bundle's own up to float32 rounding: alone, a LoRA
-bundle runs its merged weights, (W + BA)x; shared, the base and the adapter, Wx + BAx.
+one adapter's windows, and the group runs one batch at a time on its one model thread (in the
+order they come; one thread's memory for activations), switching adapters between batches;
+members with the same tokenizer files share one tokenizer object. A member's `SharedPredictor`
+is the predictor `graft predict` uses, with its model taken from the group. Answers equal the
+bundle's own up to float32 rounding: alone, a LoRA bundle runs its merged weights, (W + BA)x;
+shared, the base and the adapter, Wx + BAx.
 
 Whatever cannot share loads on its own as before, with a log line saying why: another method,
 backbone or label count; root tensors that differ from the backbone; a backbone that is not
@@ -39,8 +41,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from pathlib import Path
 
@@ -61,6 +65,7 @@ log = logging.getLogger("graftwork.serve")
 PEFT_TYPES = {"lora": "LORA", "dora": "LORA", "ia3": "IA3"}  # methods → the peft type they are
 PEFT_WEIGHTS = "adapter_model.safetensors"
 TUNER_MARKERS = (".lora_", ".ia3_")  # a peft key's module path ends before these
+TOKENIZER = re.compile(r"^(tokenizer|special_tokens|vocab|merges|spiece|sentencepiece)")
 
 
 class NotShared(GraftError):
@@ -71,7 +76,8 @@ def share_key(path: Path, manifest, backend: str) -> tuple:
     """What bundles must have in common to share a backbone; `NotShared` says why not."""
     method = manifest.method
     if method not in PEFT_TYPES and method != "adapter":
-        raise NotShared(f"method {method} keeps no adapter apart from its backbone")
+        shared = ", ".join([*PEFT_TYPES, "adapter"])
+        raise NotShared(f"method {method} does not share a backbone (those that do: {shared})")
     if manifest.pruning:
         raise NotShared("it was pruned, so its backbone is no longer the one it was trained on")
     if hasattr(registry.task(manifest.task), "generate"):
@@ -107,6 +113,8 @@ class SharedBackbone:
         self._base: dict = {}  # peft: the backbone's tensors by name, before peft wrapped it
         self._heads: list[str] = []
         self._ids = count()
+        self._tokenizers: dict[tuple, object] = {}  # tokenizer files' sha256s → one tokenizer
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="graft-shared")
 
     def add(self, path: Path, manifest) -> str:
         """Load the bundle's adapter and head beside the backbone; returns its adapter id."""
@@ -127,15 +135,24 @@ class SharedBackbone:
                 self._deactivate()
             self.members.pop(adapter_id)
             if not self.members:
-                self.model = None
-                self._base = {}
+                self.model, self._base, self._tokenizers = None, {}, {}
             elif self.kind == "peft":
                 with warnings.catch_warnings():  # "was active, now deleted": we know
                     warnings.simplefilter("ignore")
                     self.model.delete_adapter(adapter_id)
 
     def run(self, adapter_id: str, forward, batch):
-        """`forward(batch)` with the adapter active (one batch of the group at a time)."""
+        """`forward(batch)` with the adapter active, on the group's one model thread: one batch
+        at a time, in the order they come, and one thread's memory for activations."""
+        return self._worker.submit(self._run, adapter_id, forward, batch).result()
+
+    def tokenizer(self, manifest, loaded):
+        """One tokenizer object for the members whose tokenizer files are the same (every
+        inline request is tokenized on the event loop's one thread)."""
+        key = tuple(sorted((n, h) for n, h in manifest.files.items() if TOKENIZER.search(n)))
+        return self._tokenizers.setdefault(key, loaded) if key else loaded
+
+    def _run(self, adapter_id: str, forward, batch):
         with self.lock:
             if self.active != adapter_id:
                 self._deactivate()
@@ -244,6 +261,7 @@ class SharedPredictor(Predictor):
     def __init__(self, path: Path, group: SharedBackbone, adapter_id: str, threads: int | None):
         self.group, self.adapter_id = group, adapter_id
         super().__init__(path, verify=False, threads=threads, backend="torch")  # verified
+        self.tokenizer = group.tokenizer(self.manifest, self.tokenizer)
         forward = self.forward
         self.forward = lambda batch: group.run(adapter_id, forward, batch)
 
