@@ -54,6 +54,7 @@ from graftwork.serve.schemas import (
     request_model,
     takes_objects,
 )
+from graftwork.serve.v2 import add_v2_routes
 from graftwork.serve.validation import MEMBERS, describe_validation, input_text, wrong_member
 
 log = logging.getLogger("graftwork.serve")
@@ -378,5 +379,6 @@ def create_app(models: list[ServedModel], config: ServeConfig, token: str | None
     )(predict)
     add_generate_route(app, server, model_name)  # causal_lm bundles: whole or streamed text
     add_admin_routes(app, server, token)  # add and remove models at run time (token only)
+    add_v2_routes(app, server, model_name)  # the Open Inference Protocol (KServe v2)
     app.include_router(page_router)  # GET /: a page to try the models (page.py)
     return app

@@ -9,9 +9,10 @@ Two layers, each doing what the other cannot:
 - `Guard`, ASGI middleware in front of the app, in this order: the Host header (while bound to
   a loopback address, only loopback names, and those of --allowed-hosts: a web page cannot
   reach the server through DNS rebinding), the bearer token (as bytes, UTF-8 on both sides,
-  compared in constant time; every endpoint but /health and the page's files needs it when a
-  token is set), the body size and the time to receive the body (408 past --body-timeout). It
-  also counts every error response. The body is read whole here, before anything parses it.
+  compared in constant time; every endpoint but /health, /v2/health/live and the page's files
+  needs it when a token is set), the body size and the time to receive the body (408 past
+  --body-timeout). It also counts every error response. The body is read whole here, before
+  anything parses it.
 
 Left out: the routes and their errors (app.py), and the number of connections (uvicorn's
 `limit_concurrency`, set from --max-connections in `graftwork.serve.run`).
@@ -93,8 +94,9 @@ def header_timeout_response(seconds: float) -> bytes:
     return head.encode() + body
 
 
-# what needs no token: liveness, and the page's files (page.py; its API calls need the token)
-PUBLIC = frozenset({"/health", *page.PUBLIC})
+# what needs no token: liveness (/health, and the Open Inference Protocol's: v2.py), and the
+# page's files (page.py; its API calls need the token)
+PUBLIC = frozenset({"/health", "/v2/health/live", *page.PUBLIC})
 
 
 def header(scope, name: bytes) -> bytes | None:
