@@ -60,12 +60,14 @@ TASKS = list(registry.TASKS)
 # pairs whose code path other pairs already run, skipped (with the pair that covers them) to
 # keep the matrix within the suite's time budget; GRAFT_MATRIX_ALL=1 runs them too (their golden
 # entries are recorded). ptuning feeds its virtual tokens exactly as prompt_tuning does (only
-# how they are computed differs: methods/prompt.py), and prompt_tuning's dropping of the virtual
-# positions from per-token `logits` is the causal LM's too
+# how they are computed differs: methods/prompt.py); their dropping of the virtual positions
+# from per-token outputs runs in the causal-LM pairs and, for NER and QA heads, in
+# tests/test_prompt.py (in memory); prefix runs on every task
 COVERED = {
-    ("ptuning", "ner"): "ptuning-causal_lm (per-token logits) and ptuning-classification",
-    ("ptuning", "qa"): "prompt_tuning-qa (per-token spans) and ptuning-causal_lm",
-    ("prompt_tuning", "ner"): "prompt_tuning-causal_lm (per-token logits) and prefix-ner",
+    ("prompt_tuning", "ner"): "prompt_tuning-causal_lm, prefix-ner, test_prompt.py's token shapes",
+    ("prompt_tuning", "qa"): "prefix-qa and test_prompt.py's per-token shapes (start/end logits)",
+    ("ptuning", "ner"): "ptuning-causal_lm, prefix-ner and test_prompt.py's per-token shapes",
+    ("ptuning", "qa"): "ptuning-causal_lm, prefix-qa and test_prompt.py's per-token shapes",
 }
 ALL_PAIRS = os.environ.get("GRAFT_MATRIX_ALL") == "1"
 

@@ -20,7 +20,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graftwork.methods import prompt
-from graftwork.methods.base import no_choice, no_schedule, one_lr
+
+# what the prompt-learning methods share: refusals, one learning rate, no schedule, the bundle
+from graftwork.methods.prompt import REFUSES as REFUSES
+from graftwork.methods.prompt import SUPPORTS as SUPPORTS
+from graftwork.methods.prompt import finish as finish
+from graftwork.methods.prompt import load as load
+from graftwork.methods.prompt import lr_scales as lr_scales
+from graftwork.methods.prompt import schedule as schedule
+from graftwork.methods.prompt import select as select
+from graftwork.methods.prompt import task_bytes as task_bytes
 
 
 class PrefixConfig(BaseModel):
@@ -47,8 +56,6 @@ class PrefixConfig(BaseModel):
 
 Config = PrefixConfig  # the registry reads each method's and objective's config here
 DEFAULT_LR = 1e-2
-REFUSES = prompt.REFUSES
-SUPPORTS = prompt.SUPPORTS
 
 
 def apply(model, config: PrefixConfig):
@@ -60,11 +67,3 @@ def apply(model, config: PrefixConfig):
         encoder_hidden_size=config.hidden or model.config.hidden_size,
     )
     return prompt.wrap(model, peft_config)
-
-
-lr_scales = one_lr
-schedule = no_schedule
-finish = prompt.finish
-select = no_choice
-load = prompt.load
-task_bytes = prompt.task_bytes

@@ -37,7 +37,15 @@ from pathlib import Path
 from graftwork.backbones.quiet import quiet
 from graftwork.errors import BundleError, GraftError
 from graftwork.methods import head_modules
-from graftwork.methods.base import FROZEN_ENCODER, files_bytes, load_plain, supported
+from graftwork.methods.base import (
+    FROZEN_ENCODER,
+    files_bytes,
+    load_plain,
+    no_choice,
+    no_schedule,
+    one_lr,
+    supported,
+)
 
 PROMPT_DIR = "prompt"
 
@@ -63,6 +71,9 @@ REFUSES = {
     "stays outside its encoder weights; EWC continues from a bundle trained with full or lora",
 }
 SUPPORTS = supported(REFUSES)
+lr_scales = one_lr  # the prompt and the head train at train.lr, all run long
+schedule = no_schedule
+select = no_choice  # one prompt per bundle
 
 
 def task_type(model) -> str:
