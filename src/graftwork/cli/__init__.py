@@ -37,6 +37,7 @@ VERBS = {
     "distill": compress.distill,
     "prune": compress.prune,
     "export": compress.export,
+    "compress-report": compress.compress_report,
     "info": models.info,
     "compare": choose.compare,
     "tune": tune.tune,

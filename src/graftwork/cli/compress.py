@@ -1,4 +1,5 @@
-"""`graft distill`, `graft prune`, `graft export`: smaller and faster bundles from a bundle.
+"""`graft distill`, `graft prune`, `graft export`: smaller and faster bundles from a bundle;
+`graft compress-report`: their artifacts side by side (`runs.compress_report`).
 
 Each verb calls one function of `graftwork.runs` / `compress` / `export` and prints what it
 measured; the prune table shows the task's headline metric (`tasks.base.headline`). The
@@ -21,6 +22,7 @@ from graftwork.cli.inputs import OVERRIDES, RESUME
 from graftwork.config.compress import EXPORT, PRUNE, ExportConfig, PruneConfig
 from graftwork.errors import GraftError
 from graftwork.export import export_bundle
+from graftwork.runs import compress_report as tradeoffs
 from graftwork.runs.distill import distill as run_distill
 from graftwork.runs.lifecycle import setup_logging
 from graftwork.runs.prune import prune_bundle
@@ -120,3 +122,38 @@ def export(
         bundle, int8, keep_attention_fp32, data, limit, openvino=openvino, max_drop=max_drop
     )
     render.exports(f"{bundle}: exports", artifacts)
+
+
+def compress_report(
+    bundles: list[Path] = typer.Argument(
+        ..., help="Bundle folders: a teacher, its student, a pruned model, ..."
+    ),
+    output: Path = typer.Option(
+        Path("compress-report"), "--output", help="Folder for report.html and compress_report.json."
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Labelled file (default: each bundle's recipe eval file)."
+    ),
+    examples: int = typer.Option(
+        tradeoffs.LIMIT,
+        "--examples",
+        min=1,
+        help="Time each artifact on the first N examples (and score them with --measure).",
+    ),
+    measure: bool = typer.Option(
+        False,
+        "--measure",
+        help="Score each artifact on those examples instead of the metric its manifest records.",
+    ),
+    threads: int = typer.Option(None, "--threads", min=1, help="Threads per backend."),
+):
+    """Every artifact of the bundles (PyTorch, ONNX, OpenVINO; FP32, INT8) in one table and one
+    accuracy-vs-throughput plot (marker area: size), the Pareto front marked."""
+    setup_logging(None)
+    quiet_libraries()
+    rows, page = tradeoffs.compress_report(bundles, output, data, examples, measure, threads)
+    header = [c.short for c in tradeoffs.SHORT]
+    if rows:
+        header[3] = rows[0]["metric"]
+    render.table("compress-report", header, tradeoffs.terminal_rows(rows), left=3)
+    render.out.print(f"table: {output / 'compress_report.json'}\nreport: {page}")

@@ -42,9 +42,10 @@ COLUMNS = (
 SHORT = tuple(c for c in COLUMNS if c.short)  # the terminal table's columns
 
 
-def cells(row: dict) -> list[str]:
-    """A row as the terminal table shows it ("-" where a column does not apply)."""
-    return ["-" if row.get(c.key) is None else format(row[c.key], c.spec) for c in SHORT]
+def cells(row: dict, columns: tuple[Column, ...] = SHORT) -> list[str]:
+    """A row as the terminal table shows it ("-" where a column does not apply); `columns`:
+    another table's (`compress_report`)."""
+    return ["-" if row.get(c.key) is None else format(row[c.key], c.spec) for c in columns]
 
 
 def notes(rows: list[dict]) -> list[str]:

@@ -1,23 +1,21 @@
 """The recipe's `compress:` section, run after training: distil → prune → export, then measure
-every stage the same way (task metric, inputs/s and size on disk) for the report's trade-off
-table and plot. Each stage reads the previous stage's bundle and writes a new one; the trained
-bundle is never changed (except that `export` adds its ONNX files to the last bundle).
+every stage the same way (task metric, inputs/s and size on disk, `runs.compress_report`) for
+the run report's trade-off table and plot, and the compress report (`compress-report/` in the
+run folder: every stage's artifacts, the Pareto front marked). Each stage reads the previous
+stage's bundle and writes a new one; the trained bundle is never changed (except that
+`export` adds its ONNX files to the last bundle).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
-from graftwork.data.readers import read_examples
 from graftwork.export import export_bundle
-from graftwork.inference.predictor import Predictor
+from graftwork.runs.compress_report import bundle_rows, write_compress_report
 from graftwork.runs.distill import distill
 from graftwork.runs.prune import prune_bundle
-from graftwork.tasks.base import headline
 
-log = logging.getLogger("graftwork")
+REPORT_DIR = "compress-report"  # beside the trained bundle, in the run folder
 
 
 def run_compress(recipe, trained: Path) -> list[dict]:
@@ -49,40 +47,15 @@ def run_compress(recipe, trained: Path) -> list[dict]:
     if eval_path is None:
         return []
     shown = recipe.show_path(recipe.data.eval)
-    return [row for name, bundle in stages for row in measure(name, bundle, eval_path, shown)]
+    rows = [row for name, bundle in stages for row in measure(name, bundle, eval_path, shown)]
+    write_compress_report(trained.parent / REPORT_DIR, recipe.name, rows)
+    return rows
 
 
 def measure(
     stage: str, bundle: Path, data: Path, shown: str | None = None, repeats: int = 2
 ) -> list[dict]:
-    """Metric, inputs/s (best of `repeats` passes over `data`) and size, for each backend;
-    messages name the file as `shown` (a recipe path as written)."""
-
-    rows = []
-    base = Predictor(bundle, backend="torch")
-    artifacts = base.manifest.artifacts
-    examples = read_examples(data, base.task_config, base.data_config, shown=shown).examples
-    metric = headline(base.task_config.type)
-    texts = [base.task.to_text(e, base.task_config) for e in examples]
-    for backend in ("torch", *[a for a in ("onnx-fp32", "onnx-int8") if a in artifacts]):
-        predictor = base if backend == "torch" else Predictor(bundle, backend=backend)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            predictor.predict(texts)
-            best = min(best, time.perf_counter() - started)
-        metrics = predictor.evaluate(data, shown=shown)
-        weights = "model.safetensors" if backend == "torch" else artifacts[backend]["path"]
-        rows.append(
-            {
-                "stage": stage,
-                "backend": backend,
-                "bundle": str(bundle),
-                "metric": metric,
-                "value": metrics[metric],
-                "inputs_per_second": len(texts) / best,
-                "size_mb": (bundle / weights).stat().st_size / 1e6,
-            }
-        )
-        log.info("%s %s: %s", stage, backend, rows[-1])
-    return rows
+    """Metric on all of `data`, inputs/s (best of `repeats` passes over it) and size, for each
+    backend the bundle holds (`compress_report.bundle_rows`); messages name the file as
+    `shown` (a recipe path as written)."""
+    return bundle_rows(stage, bundle, data, shown, limit=None, measure=True, repeats=repeats)

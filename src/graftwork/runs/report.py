@@ -47,12 +47,15 @@ def eval_plot(history: list[list], headline: str, best_step: int) -> str:
     return svg(fig)
 
 
-def scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) -> str:
-    """One labelled marker per (x, y, marker area, label) point."""
+def scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False, marked=()) -> str:
+    """One labelled marker per (x, y, marker area, label) point; the points whose entry in
+    `marked` is true are ringed (a Pareto front)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for x, y, area, label in points:
+    for i, (x, y, area, label) in enumerate(points):
         ax.scatter(x, y, s=area, alpha=0.6)
+        if i < len(marked) and marked[i]:
+            ax.scatter(x, y, s=area + 60, facecolors="none", edgecolors="C3", linewidths=1.5)
         ax.annotate(label, (x, y))
     if log_x:
         ax.set_xscale("log")
@@ -62,13 +65,15 @@ def scatter(points: list[tuple], xlabel: str, ylabel: str, log_x: bool = False) 
     return svg(fig)
 
 
-def tradeoff_plot(rows: list[dict]) -> str:
-    """Metric against inputs/s for every stage and backend; marker area ∝ size on disk."""
+def tradeoff_plot(rows: list[dict], front=()) -> str:
+    """Metric against inputs/s for every stage and backend; marker area ∝ size on disk; rows
+    whose entry in `front` is true ringed (`runs.compress_report.pareto`)."""
     points = [
         (r["inputs_per_second"], r["value"], 10 + 3 * r["size_mb"], f"{r['stage']} {r['backend']}")
         for r in rows
     ]
-    return scatter(points, "inputs / second (eval set)", rows[0]["metric"] if rows else "metric")
+    ylabel = rows[0]["metric"] if rows else "metric"
+    return scatter(points, "inputs / second (eval set)", ylabel, marked=front)
 
 
 def render(name: str, metrics: dict, manifest_info: dict, task_name: str) -> str:
@@ -92,7 +97,7 @@ def render(name: str, metrics: dict, manifest_info: dict, task_name: str) -> str
             for r in stages
         ]
         parts.append(table(header, rows))
-        parts.append(tradeoff_plot(stages))
+        parts.append(tradeoff_plot(stages, [r.get("pareto", False) for r in stages]))
     train = metrics.get("train", {})
     parts.append("<h2>training</h2>")
     parts.append(
