@@ -364,7 +364,9 @@ def test_openapi_schema_holds_under_generated_requests(predictors):
     with running(predictors, token=TOKEN, max_inputs=8, max_input_chars=2000) as (url, _):
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=auth)
         operations = [op.ok() for op in schema.get_all_operations()]
-        assert {op.path for op in operations} >= {"/v1/models/{name}/predict", "/metrics"}
+        v2 = {"/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/{name}"}
+        v2 |= {"/v2/models/{name}/ready", "/v2/models/{name}/infer"}  # serve/v2.py
+        assert {op.path for op in operations} >= {"/v1/models/{name}/predict", "/metrics", *v2}
         for operation in operations:
 
             @given(case=operation.as_strategy())
@@ -378,8 +380,11 @@ def test_openapi_schema_holds_under_generated_requests(predictors):
                 response = case.call(base_url=url, headers=auth)
                 seen.setdefault(case.operation.path, set()).add(response.status_code)
                 case.validate_response(response, checks=checks)
-                if response.status_code >= 400:
-                    assert response.json()["error"]["message"]
+                if response.status_code >= 400:  # the Open Inference Protocol's: a string
+                    error = response.json()["error"]
+                    v2 = case.operation.path.startswith("/v2")
+                    assert error if v2 and isinstance(error, str) else error["message"]
 
             check()
     assert 200 in seen["/v1/models/{name}/predict"], seen  # generated requests got answers
+    assert 200 in seen["/v2/models/{name}"] and 400 in seen["/v2/models/{name}/infer"], seen
