@@ -3,6 +3,7 @@
     POST /v1/models/{name}/predict   {"inputs": [...], "top_k": 1, "aggregate": "mean"}
     GET  /v1/models, /v1/models/{name}, /health, /ready, /metrics, /openapi.json
     GET  /  (a page to try the models: page.py); /docs and /redoc with --docs
+    /v2/...  the Open Inference Protocol (KServe v2: v2.py), errors as `{"error": "..."}`
 
 Every error is JSON, `{"error": {"message": ..., "type": ..., ...}}`, with the status that says
 what happened: 400 (a Host not served), 401 (token), 404 (model or route), 408 (the body took
