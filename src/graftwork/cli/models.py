@@ -19,7 +19,7 @@ from graftwork.cli.inputs import ADAPTER, BACKEND, TASK, THREADS, iter_texts
 from graftwork.data.blank import blank_field, blank_message
 from graftwork.errors import GraftError
 from graftwork.inference.predictor import auto_backend, load
-from graftwork.inference.stream import predict_stream
+from graftwork.inference.stream import check_output, predict_stream
 
 
 def evaluate(
@@ -68,16 +68,34 @@ def predict(
     task: str = TASK,
     question: str = typer.Option(None, "--question", help="Extractive QA: the question."),
     context: str = typer.Option(None, "--context", help="Extractive QA: the text to answer from."),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="With --input and --output: predict on Ray Data workers, on this machine or on the "
+        "Ray cluster $RAY_ADDRESS names (the same output; the bundle and input at the same path "
+        "on every node).",
+    ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="With --ray: workers (default: Ray's CPUs less one, / --threads).",
+    ),
 ):
     """Predict labels (or entities) for texts; one JSON line per input on stdout (or in
     --output: `graft predict BUNDLE --input big.jsonl --output preds.jsonl`). A QA bundle
     answers `--question Q --context C` (or --input lines of {"question", "context"} JSON)."""
     if (question is None) != (context is None) or (question is not None and (texts or input)):
         raise GraftError("extractive QA: give --question and --context together, and no texts")
+    if (ray or workers is not None) and (output is None or input is None):
+        raise GraftError("--ray predicts an --input file into an --output file: give both")
+    if workers is not None and not ray:
+        raise GraftError("--workers is the number of Ray Data workers: add --ray")
     if output is not None:
         if input is None or texts:
             raise GraftError("--output streams an --input file: give --input FILE and no texts")
-        _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task)
+        options = {"backend": backend, "threads": threads, "adapter": adapter, "task": task}
+        _stream(bundle, input, output, top_k, batch_size, options, workers if ray else 0)
         return
     # each input with where its user gave it, so that a blank one is refused saying so
     named: list = [(f"text {i}", text) for i, text in enumerate(texts or [], start=1)]
@@ -98,14 +116,38 @@ def predict(
     )
 
 
-def _stream(bundle, input, output, top_k, batch_size, backend, threads, adapter, task) -> None:
+def _stream(bundle, input, output, top_k, batch_size, options: dict, workers: int | None) -> None:
     """`graft predict --input --output`: check every text first (a bad line is refused before
-    the bundle loads), then answer them chunk by chunk into `output`."""
+    the bundle loads), then answer them chunk by chunk into `output` (on Ray Data workers
+    unless `workers` is 0; None: as many as Ray's CPUs allow)."""
     total = 0
     for number, text in iter_texts(input):
         _refuse_blank(f"--input {input}, line {number}", text)
         total += 1
-    predictor = load(bundle, backend=backend, threads=threads, adapter=adapter, task=task)
+    check_output(output, input)
+    if workers != 0:
+        try:
+            from graftwork.runs import ray_predict  # optional
+        except ImportError as exc:
+            raise GraftError(
+                f"--ray needs Ray Data ({exc}); install it: pip install 'graftwork[ray]'"
+            ) from None
+        with render.counter("predict", total) as advance:
+            done = ray_predict.predict_on_ray(
+                bundle,
+                iter_texts(input),
+                input,
+                output,
+                total,
+                workers,
+                top_k,
+                batch_size,
+                on_progress=advance,
+                **options,
+            )
+        render.streamed(output, done)
+        return
+    predictor = load(bundle, **options)
     with render.counter("predict", total) as advance:
         done = predict_stream(
             predictor,
