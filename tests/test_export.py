@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +20,25 @@ from graftwork.runs.finetune import train
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful", "meh"]
 
 
+_trained: dict[str, Path] = {}
+
+
+def trained_bundles(tiny_bert, sst2_small, conll_small, tmp_path_factory) -> dict[str, Path]:
+    """Copies of a tiny classification and a tiny NER bundle (half an epoch each), trained
+    once per session (test_openvino.py takes copies too): exporting writes into a bundle."""
+    if not _trained:
+        out = tmp_path_factory.mktemp("export-trained")
+        data = {"classification": sst2_small, "ner": conll_small}
+        for task, sample in data.items():
+            recipe = tiny_recipe(tiny_bert, sample, out / task, task=task, train={"epochs": 0.5})
+            _trained[task] = train(recipe).bundle
+    copies = tmp_path_factory.mktemp("export")
+    return {task: shutil.copytree(b, copies / task) for task, b in _trained.items()}
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_bert, sst2_small, conll_small, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    cls = train(tiny_recipe(tiny_bert, sst2_small, out / "cls", train={"epochs": 0.5}))
-    ner = train(tiny_recipe(tiny_bert, conll_small, out / "ner", task="ner", train={"epochs": 0.5}))
-    return {"classification": cls.bundle, "ner": ner.bundle}
+    return trained_bundles(tiny_bert, sst2_small, conll_small, tmp_path_factory)
 
 
 @pytest.mark.parametrize("task", ["classification", "ner"])
@@ -113,8 +128,6 @@ def test_exported_onnx_runs_without_graftwork(trained):
 
 
 def test_missing_artifact_is_a_clear_error(trained, tmp_path):
-    import shutil
-
     copy = tmp_path / "bundle"
     shutil.copytree(trained["classification"], copy)
     manifest = json.loads((copy / "graftwork.json").read_text())

@@ -11,11 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 import graftwork
-from conftest import tiny_recipe
 from graftwork.cli import app
 from graftwork.export import export_bundle
 from graftwork.export import openvino as ov_export
-from graftwork.runs.finetune import train
+from test_export import trained_bundles
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed")
 pytest.importorskip("nncf", reason="the openvino extra is not installed")
@@ -26,10 +25,8 @@ KEY = {"classification": "label", "ner": "tags"}
 
 @pytest.fixture(scope="module")
 def trained(tiny_bert, sst2_small, conll_small, tmp_path_factory):
-    out = tmp_path_factory.mktemp("openvino")
-    cls = train(tiny_recipe(tiny_bert, sst2_small, out / "cls", train={"epochs": 0.5}))
-    ner = train(tiny_recipe(tiny_bert, conll_small, out / "ner", task="ner", train={"epochs": 0.5}))
-    return {"classification": cls.bundle, "ner": ner.bundle}
+    """Copies of test_export.py's tiny bundles (trained once per session)."""
+    return trained_bundles(tiny_bert, sst2_small, conll_small, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
