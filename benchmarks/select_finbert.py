@@ -52,7 +52,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     chosen = out / "selected.txt"
-    done = select(data / "sec10k_corpus.txt", data / "phrasebank_train.tsv", args.top, chosen)
+    corpus, like = data / "sec10k_corpus.txt", data / "phrasebank_train.tsv"
+    done = select(corpus, like, args.top, chosen, by="tfidf")  # as its recorded figures
     pool = [line.strip() for line in text_lines(data / "sec10k_corpus.txt") if line.strip()]
     picked = set(text_lines(chosen))
     results: dict = {"machine": cpu_name(), "top": args.top, "fine_tune": args.fine_tune}

@@ -1,7 +1,8 @@
 """Data selection (`graft select`): ranking, streaming, output formats and errors.
 
 Quality on real text: a pool of real 10-K paragraphs with one film review planted in it, the
-task's data the first SST-2 reviews; the review must come first. Mechanics (streaming equals
+task's data the first SST-2 reviews; the review must come first (by the default, dsir, and by
+tfidf; `test_select_dsir.py` has dsir's own tests). Mechanics (streaming equals
 one pass, duplicates, ties, formats) on the same text and on the tiny BERT for embeddings.
 """
 
@@ -56,7 +57,7 @@ def table(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("score", ["centroid", "max"])
 def test_tfidf_ranks_the_planted_relevant_sentence_first(pool, like, tmp_path, score):
-    done = select(pool, like, 5, tmp_path / "top.tsv", score=score)
+    done = select(pool, like, 5, tmp_path / "top.tsv", by="tfidf", score=score)
     rows = table(tmp_path / "top.tsv")
     assert rows[0][2] == PLANTED and rows[0][1] == "151"  # its line in the pool file
     assert done.pool_lines == 301 and done.written == 5
@@ -64,7 +65,7 @@ def test_tfidf_ranks_the_planted_relevant_sentence_first(pool, like, tmp_path, s
     assert values == sorted(values, reverse=True) and values[0] > values[1]
 
 
-@pytest.mark.parametrize("by", ["tfidf", "embedding"])
+@pytest.mark.parametrize("by", ["dsir", "tfidf", "embedding"])
 def test_streaming_in_tiny_chunks_equals_one_pass(small_pool, like, tmp_path, tiny_bert, by):
     kwargs = {"by": by, "backbone": str(tiny_bert), "batch_size": 7, "max_length": 32}
     select(small_pool, like, 10, tmp_path / "one.tsv", chunk=100_000, **kwargs)
@@ -78,7 +79,7 @@ def test_streaming_in_tiny_chunks_equals_one_pass(small_pool, like, tmp_path, ti
 def test_duplicates_are_written_once_and_ties_keep_the_earlier_line(like, tmp_path):
     path = tmp_path / "pool.txt"
     path.write_text(f"the market fell\n{PLANTED}\nshares rose\n{PLANTED}\n", encoding="utf-8")
-    done = select(path, like, 3, tmp_path / "top.tsv")
+    done = select(path, like, 3, tmp_path / "top.tsv", by="tfidf")
     rows = table(tmp_path / "top.tsv")
     assert [r[2] for r in rows].count(PLANTED) == 1 and rows[0][1] == "2"
     assert done.duplicates_skipped == 1 and done.written == 3
@@ -105,7 +106,7 @@ def test_a_pool_line_that_is_not_utf8_is_named(like, tmp_path):
 
 
 def test_bad_arguments_say_what_is_allowed(pool, like, tmp_path):
-    with pytest.raises(GraftError, match="--by 'bm25': choose one of tfidf, embedding"):
+    with pytest.raises(GraftError, match="--by 'bm25': choose one of dsir, tfidf, embedding"):
         select(pool, like, 1, tmp_path / "top.txt", by="bm25")
     with pytest.raises(DataError, match="is not a file"):
         select(tmp_path / "missing.txt", like, 1, tmp_path / "top.txt")

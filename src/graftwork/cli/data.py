@@ -25,7 +25,9 @@ def select(
     output: Path = typer.Option(
         ..., "--output", help=".tsv: score, line, sentence; else sentences (+ FILE.scores.tsv)."
     ),
-    by: str = typer.Option("tfidf", "--by", help="tfidf or embedding."),
+    by: str = typer.Option(
+        "dsir", "--by", help="dsir (n-gram importance weights), tfidf or embedding."
+    ),
     score: str = typer.Option(
         "centroid", "--score", help="centroid (cosine to the task's mean) or max (nearest)."
     ),
@@ -34,8 +36,14 @@ def select(
     backbone: str = typer.Option("minilm-l6", "--backbone", help="--by embedding: the encoder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     max_length: int = typer.Option(128, "--max-length", min=8, help="--by embedding: tokens."),
+    seed: int = typer.Option(0, "--seed", help="--by dsir: the Gumbel top-k draw."),
+    deterministic: bool = typer.Option(
+        False, "--deterministic", help="--by dsir: the K highest weights, no sampling."
+    ),
+    buckets: int = typer.Option(10_000, "--buckets", min=1, help="--by dsir: hashed n-grams."),
 ):
-    """Keep the K pool lines most similar to a task's data (TF-IDF or embedding cosine).
+    """Keep the K pool lines most like a task's data (DSIR importance resampling over hashed
+    n-grams, TF-IDF or embedding cosine).
 
     Example: graft select --pool sec10k_corpus.txt --like phrasebank_train.tsv --top 2000
     --output finance-top.txt; then pretrain on it (data.train: finance-top.txt)."""
@@ -51,6 +59,9 @@ def select(
         backbone=backbone,
         batch_size=batch_size,
         max_length=max_length,
+        seed=seed,
+        sample=not deterministic,
+        buckets=buckets,
     )
     render.lines(
         [

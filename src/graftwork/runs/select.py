@@ -1,15 +1,21 @@
 """Data selection: the K sentences of a large unlabelled pool most like a task's data.
 
-`graft select --pool POOL --like TASK_DATA --top K --by tfidf|embedding --output FILE` scores
-every line of the pool (a UTF-8 text file, one sentence or paragraph a line) by its cosine
-similarity to the task's texts and writes the best K, best first, with their scores.
+`graft select --pool POOL --like TASK_DATA --top K --by dsir|tfidf|embedding --output FILE`
+scores every line of the pool (a UTF-8 text file, one sentence or paragraph a line) by how much
+it is like the task's texts and writes the best K, highest score first, with their scores.
 
 The pool is streamed: it is read `chunk` lines at a time and only a heap of the K best lines
 is kept, so memory is K lines plus one chunk, whatever the pool's size. Exact duplicates are
 written once (a repeat has the score of the copy already kept, and a later line wins no tie,
 so checking the heap alone is exact). Ties keep the earlier line.
 
-Two ways to score (`by`):
+Three ways to score (`by`):
+- `dsir` (default): importance resampling over hashed unigram and bigram counts
+  (`graftwork.data.dsir`): a bag-of-n-grams model of the task and one of the pool (a first
+  streamed pass), a line's score its log importance weight log p_task(x) - log p_pool(x), and
+  the K lines drawn without replacement by Gumbel top-k (`seed`), or, with `sample=False`, the
+  K highest weights. The output holds the drawn lines ordered by weight. A line repeated in the
+  pool gets one key per copy (as often drawn as the pool holds it) and is written once.
 - `tfidf` (scikit-learn): `HashingVectorizer` counts words and bigrams (English stop words
   left out: they carry no topic, and without them "the"/"and" set the task's centroid)
   without a vocabulary
@@ -20,16 +26,17 @@ Two ways to score (`by`):
 - `embedding`: mean-pooled, L2-normalised last hidden states of a backbone (any graftwork
   backbone name or folder; `minilm-l6`, a sentence-embedding model, by default), batched.
 
-Against the task, `score` is `centroid` (default: cosine to the mean of the task's normalised
-vectors, which ranks by closeness to the task as a whole, the domain-similarity ranking of
-data-selection work) or `max` (the cosine to the nearest task sentence: it favours near-copies
-of single task sentences, and costs pool × task products).
+Against the task, for `tfidf` and `embedding`, `score` is `centroid` (default: cosine to the
+mean of the task's normalised vectors, which ranks by closeness to the task as a whole, the
+domain-similarity ranking of data-selection work) or `max` (the cosine to the nearest task
+sentence: it favours near-copies of single task sentences, and costs pool × task products).
 
 Output: a `.tsv` file is a table `score<TAB>line<TAB>sentence` (`graft pretrain` reads its
 `sentence` column); any other file holds the sentences one a line, as `graft pretrain`, DANN's
 `objective.target` and distillation's unlabelled text read them, with the scores beside it in
 `FILE.scores.tsv` (`score<TAB>line`, line: the pool's line number). Both are written
-atomically; the counts (lines read, duplicates, written) are returned as a `Selection`.
+atomically; the counts (lines read, duplicates, written) are returned as a `Selection`. A
+`top` larger than the pool's distinct lines is an error (nothing is written).
 
 Leaves out: scoring with a cross-entropy difference of two language models (Moore-Lewis),
 and sentence splitting of paragraphs (a pool line is the unit).
@@ -51,12 +58,13 @@ from graftwork.backbones import load as backbones
 from graftwork.backbones.quiet import quiet
 from graftwork.bundle import atomic
 from graftwork.config.recipe import BackboneConfig
+from graftwork.data import dsir
 from graftwork.errors import DataError, GraftError
 from graftwork.runs.corpus import read_documents
 
 log = logging.getLogger("graftwork")
 
-BYS = ("tfidf", "embedding")
+BYS = ("dsir", "tfidf", "embedding")
 SCORES = ("centroid", "max")
 HASH_FEATURES = 2**20  # hashing space: collisions rare enough for sentence-level similarity
 
@@ -104,6 +112,23 @@ def pool_chunks(path: Path, chunk: int) -> Iterator[list[tuple[int, str]]]:
 # ---------------------------------------------------------------- scorers
 
 
+class DsirScorer:
+    """Log importance weights under hashed-n-gram models of the task and of the pool (the
+    pool's counted in a first streamed pass); `keys` adds the seeded Gumbel noise."""
+
+    def __init__(self, pool: Path, task_texts: list[str], chunk: int, buckets: int):
+        self.featurize = dsir.hasher(buckets)
+        task, _ = dsir.bucket_counts(self.featurize, [task_texts], buckets)
+        texts = ([text for _, text in rows] for rows in pool_chunks(pool, chunk))
+        counts, self.docs = dsir.bucket_counts(self.featurize, texts, buckets)
+        if self.docs == 0:
+            raise DataError(f"--pool {pool}: no text found (empty?); give one sentence a line")
+        self.ratio = dsir.log_ratio(task, counts)
+
+    def weights(self, texts: list[str]) -> np.ndarray:
+        return dsir.weights(self.featurize, self.ratio, texts)
+
+
 class TfidfScorer:
     """Cosine of TF-IDF vectors (the pool's IDF, counted in a first streamed pass)."""
 
@@ -125,6 +150,7 @@ class TfidfScorer:
             docs += len(rows)
         if docs == 0:
             raise DataError(f"--pool {pool}: no text found (empty?); give one sentence a line")
+        self.docs = docs
         self.tfidf = TfidfTransformer(sublinear_tf=True)
         self.tfidf.idf_ = np.log((1 + docs) / (1 + df)) + 1.0  # sklearn's smoothed IDF
         self.task = self.vectors(task_texts)
@@ -192,42 +218,56 @@ def select(
     like: Path,
     top: int,
     output: Path,
-    by: str = "tfidf",
+    by: str = "dsir",
     score: str = "centroid",
     text: str = "sentence",
     chunk: int = 10_000,
     backbone: str = "minilm-l6",
     batch_size: int = 64,
     max_length: int = 128,
+    seed: int = 0,
+    sample: bool = True,
+    buckets: int = dsir.BUCKETS,
 ) -> Selection:
-    """Write the `top` pool lines most similar to `like`'s texts to `output` (see the module
-    docstring for the formats); `like` is a .txt file or a TSV/CSV/JSONL file (`text` column)."""
+    """Write the `top` pool lines most like `like`'s texts to `output` (see the module docstring
+    for the formats); `like` is a .txt file or a TSV/CSV/JSONL file (`text` column). `score`
+    is for tfidf and embedding; `seed`, `sample` and `buckets` for dsir."""
     if by not in BYS:
         raise GraftError(f"--by {by!r}: choose one of {', '.join(BYS)}")
     if score not in SCORES:
         raise GraftError(f"--score {score!r}: choose one of {', '.join(SCORES)}")
-    if top < 1 or chunk < 1:
-        raise GraftError(f"--top ({top}) and --chunk ({chunk}) must be at least 1")
+    if by == "dsir" and score != "centroid":
+        raise GraftError(f"--score {score} is for --by tfidf or embedding; dsir has one weight")
+    if top < 1 or chunk < 1 or buckets < 1:
+        raise GraftError(f"--top ({top}), --chunk ({chunk}), --buckets ({buckets}) must be >= 1")
     check_output(Path(output), {"pool": Path(pool), "like": Path(like)})
     started = time.perf_counter()
     task_texts = read_documents(Path(like), text, header=True)
-    if by == "tfidf":
+    if by == "dsir":
+        scorer = DsirScorer(pool, task_texts, chunk, buckets)
+    elif by == "tfidf":
         scorer = TfidfScorer(pool, task_texts, chunk)
     else:
         scorer = EmbeddingScorer(backbone, task_texts, batch_size, max_length)
+    if by != "embedding" and scorer.docs < top:  # the first pass counted the pool
+        raise too_few(pool, top, scorer.docs, "")
+    rng = np.random.default_rng(seed) if by == "dsir" and sample else None
     log.info("select: %d task text(s) from %s; scoring %s by %s", len(task_texts), like, pool, by)
-    heap: list[tuple[float, int, str]] = []  # (score, -line, text): the smallest is the worst
+    heap: list[tuple[float, int, str, float]] = []  # (key, -line, text, score): smallest worst
     kept: set[str] = set()
     lines = duplicates = 0
     for rows in pool_chunks(pool, chunk):
         texts = [t for _, t in rows]
-        if score == "centroid":
+        if by == "dsir":
+            values = scorer.weights(texts)
+        elif score == "centroid":
             values = scorer.centroid(texts)
         else:
             values = scorer.similarities(texts).max(axis=1)
+        keys = dsir.gumbel_keys(values, rng)
         lines += len(rows)
-        for (number, sentence), value in zip(rows, values, strict=True):
-            item = (float(value), -number, sentence)
+        for (number, sentence), key, value in zip(rows, keys, values, strict=True):
+            item = (float(key), -number, sentence, float(value))
             if sentence in kept:
                 duplicates += 1
                 continue
@@ -239,9 +279,9 @@ def select(
                 kept.add(sentence)
     if not heap:
         raise DataError(f"--pool {pool}: no text found (empty?); give one sentence a line")
-    best = sorted(heap, reverse=True)
-    if len(best) < top:
-        log.warning("select: the pool has only %d distinct line(s); wrote all", len(best))
+    if len(heap) < top:
+        raise too_few(pool, top, len(heap), " distinct")
+    best = sorted(((value, n, t) for _, n, t, value in heap), reverse=True)  # by score
     write_selection(Path(output), best)
     return Selection(
         pool_lines=lines,
@@ -251,6 +291,13 @@ def select(
         seconds=time.perf_counter() - started,
         best=best[0][0],
         worst=best[-1][0],
+    )
+
+
+def too_few(pool: Path, top: int, lines: int, kind: str) -> DataError:
+    return DataError(
+        f"--top {top}: the pool {pool} has only {lines:,}{kind} line(s); ask for at most "
+        f"{lines:,} or give a larger pool"
     )
 
 
