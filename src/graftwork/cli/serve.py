@@ -29,9 +29,14 @@ RAY = typer.Option(
     help="Serve as a Ray Serve deployment: replicas on this machine, or on the Ray cluster "
     "$RAY_ADDRESS names (bundles at the same path on every node).",
 )
-REPLICAS = typer.Option(None, "--replicas", min=1, help="With --ray: replicas (default 1).")
+REPLICAS = typer.Option(
+    None, "--replicas", min=1, envvar="GRAFT_REPLICAS", help="With --ray: replicas (default 1)."
+)
 AUTOSCALE = typer.Option(
-    None, "--autoscale", help="With --ray: MIN,MAX replicas, as many as the load needs."
+    None,
+    "--autoscale",
+    envvar="GRAFT_AUTOSCALE",
+    help="With --ray: MIN,MAX replicas, as many as the load needs.",
 )
 
 
