@@ -112,18 +112,20 @@ def flat(data: list) -> list:
     return [x for item in data for x in (flat(item) if isinstance(item, list) else [item])]
 
 
+def no_such(model, what: str, name: str, known: str) -> ApiError:
+    return ApiError(
+        400, f"invalid_{what}", f"model '{model.name}' has no {what} '{name[:60]}'; {known}"
+    )
+
+
 def texts_of(model, body: InferRequest) -> list:
     """The request's texts (QA: {question, context} objects), in the order /v1 takes them."""
     names = input_names(model)
     given = {}
     for tensor in body.inputs:
         if tensor.name not in names:
-            raise ApiError(
-                400,
-                "invalid_input",
-                f"model '{model.name}' has no input '{tensor.name[:60]}'; it reads "
-                f"{' and '.join(names)} (BYTES, one text per element)",
-            )
+            known = f"it reads {' and '.join(names)} (BYTES, one text per element)"
+            raise no_such(model, "input", tensor.name, known)
         if tensor.name in given:
             raise ApiError(400, "invalid_input", f"input '{tensor.name}' is given twice")
         if tensor.data is None:
@@ -164,12 +166,8 @@ def requested(model, body: InferRequest) -> list[str] | None:
     types = output_types(model)
     for output in body.outputs:
         if output.name not in types:
-            raise ApiError(
-                400,
-                "invalid_output",
-                f"model '{model.name}' has no output '{output.name[:60]}'; its outputs are "
-                f"{', '.join(types)} (top_k with parameters.top_k > 1)",
-            )
+            known = f"its outputs are {', '.join(types)} (top_k with parameters.top_k > 1)"
+            raise no_such(model, "output", output.name, known)
     return [o.name for o in body.outputs]
 
 
