@@ -45,3 +45,12 @@ def train_part(examples: list[dict], data) -> list[dict]:
 def held_part(examples: list[dict], data) -> list[dict]:
     """The examples of a recipe's training file held out as its eval split (`data.holdout`)."""
     return hold_out(examples, data.holdout, data.holdout_seed)[1]
+
+
+def split_part(examples: list[dict], data, split: str) -> list[dict]:
+    """The examples of split `split` among those read for it: with `data.holdout`, the kept part
+    of the training file for "train" and the held-out part for "eval" (the recipe read its
+    training file for both); any other split as read."""
+    if split == "eval" and data.holdout is not None:
+        return held_part(examples, data)
+    return train_part(examples, data) if split == "train" else examples

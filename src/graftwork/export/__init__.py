@@ -41,7 +41,7 @@ def parity_examples(predictor, data: Path | None, limit: int | None) -> tuple[li
     held = False
     if data is None:
         recipe = load_recipe(predictor.manifest.recipe)
-        held = recipe.data.eval is None and recipe.data.holdout is not None
+        held = recipe.data.holdout is not None  # the recipe then names no data.eval
         split = "train" if held else "eval" if recipe.data.eval is not None else "test"
         raw = getattr(recipe.data, split)
         data = recipe.data_path(split)

@@ -78,7 +78,7 @@ from graftwork.config.recipe import RecipeBase, load_recipe
 from graftwork.config.sections import DataConfig, TaskConfig
 from graftwork.config.train import TrainConfig
 from graftwork.data.readers import read_examples
-from graftwork.data.sampling import held_part, subsample, train_part
+from graftwork.data.sampling import split_part, subsample
 from graftwork.data.windows import settings as window_settings
 from graftwork.errors import DataError, RecipeError
 from graftwork.inference.forward import evaluate_examples, torch_forward
@@ -204,16 +204,13 @@ def scored(examples: list[dict], scores: np.ndarray, names: list[str]) -> dict:
 
 def _read(recipe: FewshotRecipe, split: str):
     """The split's ReadResult (examples and the path as shown), or None."""
-    held = split == "eval" and recipe.data.eval is None and recipe.data.holdout is not None
+    held = split == "eval" and recipe.data.holdout is not None  # no data.eval then
     raw = getattr(recipe.data, "train" if held else split)
     if raw is None:
         return None
     path = recipe.resolve_path(raw)
     result = read_examples(path, recipe.task, recipe.data, shown=recipe.show_path(raw))
-    if held:  # data.holdout: the eval split is the held-out part of the training file
-        result.examples = held_part(result.examples, recipe.data)
-    elif split == "train":
-        result.examples = train_part(result.examples, recipe.data)
+    result.examples = split_part(result.examples, recipe.data, split)
     return result
 
 

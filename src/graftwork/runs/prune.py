@@ -166,7 +166,7 @@ def prune_bundle(
             eval_sets[split] = read_examples(path, recipe.task, recipe.data, shown=shown)
         else:
             log.warning("%s file %s not found; no %s metrics", split, shown, split)
-    if data is None and recipe.data.eval is None and recipe.data.holdout is not None:
+    if data is None and recipe.data.holdout is not None:  # then the recipe has no data.eval
         full = read_examples(train_path, recipe.task, recipe.data, shown=train_shown)
         eval_sets["eval"] = ReadResult(
             full.path, held_part(full.examples, recipe.data), shown=f"{train_shown} (held out)"

@@ -25,7 +25,7 @@ from graftwork.config.recipe import Recipe
 from graftwork.data.encode import label_ids
 from graftwork.data.labels import check_training_labels
 from graftwork.data.readers import ReadResult, read_examples
-from graftwork.data.sampling import held_part, subsample, train_part
+from graftwork.data.sampling import split_part, subsample
 from graftwork.errors import GraftError
 from graftwork.inference.forward import evaluate_sets, task_forward
 from graftwork.machine import PeakMemory, describe
@@ -55,7 +55,7 @@ class RunResult:
 def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | None:
     """The split's examples; with `data.holdout`, the training file's kept part as train and
     its held-out part as eval."""
-    held = split == "eval" and recipe.data.eval is None and recipe.data.holdout is not None
+    held = split == "eval" and recipe.data.holdout is not None  # no data.eval then
     path = recipe.data_path("train" if held else split)
     if path is None:
         if require:
@@ -63,11 +63,9 @@ def _read(recipe: Recipe, split: str, require: bool = False) -> ReadResult | Non
         return None
     shown = recipe.show_path(getattr(recipe.data, "train" if held else split))
     result = read_examples(path, recipe.task, recipe.data, shown=shown)
+    result.examples = split_part(result.examples, recipe.data, split)
     if held:
-        result.examples = held_part(result.examples, recipe.data)
         result.shown = f"{shown} (held out: data.holdout {recipe.data.holdout})"
-    elif split == "train":
-        result.examples = train_part(result.examples, recipe.data)
     if result.skipped:
         log.warning(
             "%s: skipped %d bad row(s); first: %s", shown, len(result.skipped), result.skipped[0]
